@@ -1,0 +1,97 @@
+"""Configuration as plain dataclasses: what to trust, and how hard to try upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "ASYMMETRIC_ALGORITHMS",
+    "HMAC_ALGORITHMS",
+    "FetchPolicy",
+    "Issuer",
+]
+
+#: Asymmetric algorithms bearerguard knows how to verify (RFC 7518 §3, RFC 8037).
+ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
+    {
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384", "ES512",
+        "EdDSA",
+    }
+)
+#: HMAC is only accepted when a shared secret is configured on purpose (RFC 8725 §3.1).
+HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
+#: The default allowlist: every asymmetric algorithm, never ``none``, never HMAC.
+DEFAULT_ALGORITHMS: tuple[str, ...] = (
+    "RS256", "RS384", "RS512",
+    "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512",
+    "EdDSA",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """How metadata and keys are fetched and kept; the defaults suit a production IdP.
+
+    The floor stops an IdP that says ``max-age=0`` from turning every request into a
+    fetch; the ceiling makes a rotation visible within a day even without an unknown
+    ``kid``; ``max_stale`` bounds how long last-known-good keys outlive an outage.
+    """
+
+    min_ttl: float = 300.0
+    max_ttl: float = 86_400.0
+    default_ttl: float = 3_600.0
+    cooldown: float = 30.0
+    max_stale: float = 86_400.0
+    timeout: float = 5.0
+    max_bytes: int = 512 * 1024
+    max_keys: int = 100
+    #: Fraction of the lifetime after which a background refresh starts.
+    refresh_ahead: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """One trusted authorization server and what its tokens must look like.
+
+    ``issuer`` is compared to ``iss`` exactly, as RFC 8414 §3.3 and RFC 9068 §4 ask:
+    no trimming of slashes, no prefix match.
+    """
+
+    issuer: str
+    audience: str | Sequence[str]
+    jwks_uri: str | None = None
+    algorithms: Sequence[str] = DEFAULT_ALGORITHMS
+    leeway: float = 60.0
+    #: Strict RFC 9068 mode: ``typ`` must be ``at+jwt`` and sub/client_id/iat/jti present.
+    rfc9068: bool = False
+    required_claims: Sequence[str] = ()
+    #: Claims scopes are read from, first present wins (``scope`` string, ``scp`` list).
+    scope_claims: Sequence[str] = ("scope", "scp")
+    #: A shared secret for HS* tokens; only with this set may HMAC be allowed.
+    shared_secret: str | bytes | None = None
+    #: RFC 7662 endpoint; taken from the metadata when not given.
+    introspection_endpoint: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    introspection_auth: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"
+    )
+    #: What to do with a token that is not a JWS: introspect it, or reject it.
+    opaque: Literal["introspect", "reject"] = "introspect"
+    #: Introspect every token, JWTs included (for IdPs that revoke JWTs).
+    introspect_all: bool = False
+    #: Skip OIDC/RFC 8414 discovery entirely (then ``jwks_uri`` must be given).
+    discovery: bool = True
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        if isinstance(self.audience, str):
+            return (self.audience,)
+        return tuple(self.audience)

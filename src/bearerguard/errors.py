@@ -1,0 +1,109 @@
+"""The answers bearerguard gives, as exceptions that carry their RFC 6750 shape.
+
+Every rejection in the library is one of these, so the middleware has exactly one
+place (:mod:`bearerguard.challenge`) that turns a failure into an HTTP answer and no
+failure can escape as a 500.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "MissingToken",
+    "RateLimited",
+    "Unavailable",
+]
+
+
+class AuthError(Exception):
+    """Base class: an HTTP status, an RFC 6750 error code and a short, safe description.
+
+    ``reason`` is a stable machine-readable word for logs and metrics; the
+    description is what a client may read, so it never carries internals.
+    """
+
+    status: int = 401
+    error: str | None = None
+
+    def __init__(self, description: str = "", *, reason: str = "") -> None:
+        super().__init__(description)
+        self.description = description
+        self.reason = reason or self.error or "error"
+
+
+class MissingToken(AuthError):
+    """No credentials at all: RFC 6750 §3.1 says answer with the challenge and no error code."""
+
+    status = 401
+    error = None
+
+    def __init__(self) -> None:
+        super().__init__("", reason="missing_token")
+
+
+class InvalidRequest(AuthError):
+    """The request itself is malformed (RFC 6750 §3.1): 400."""
+
+    status = 400
+    error = "invalid_request"
+
+
+class InvalidToken(AuthError):
+    """The token is expired, revoked, malformed or not for us (RFC 6750 §3.1): 401."""
+
+    status = 401
+    error = "invalid_token"
+
+
+class InsufficientScope(AuthError):
+    """The token is good but lacks what the route needs (RFC 6750 §3.1): 403."""
+
+    status = 403
+    error = "insufficient_scope"
+
+    def __init__(self, required: tuple[str, ...] | list[str], description: str = "") -> None:
+        self.required = tuple(required)
+        super().__init__(
+            description or "The access token lacks a required scope",
+            reason="insufficient_scope",
+        )
+
+
+class Unavailable(AuthError):
+    """An upstream (JWKS, metadata, introspection) cannot answer: 503, never a false 401.
+
+    Clients that saw a 401 would throw away a good token; a 503 with ``Retry-After``
+    tells them to come back instead.
+    """
+
+    status = 503
+    error = "temporarily_unavailable"
+
+    def __init__(self, description: str, *, retry_after: int = 5, reason: str = "") -> None:
+        super().__init__(description, reason=reason or "upstream_unavailable")
+        self.retry_after = max(1, int(retry_after))
+
+
+class RateLimited(AuthError):
+    """The token spent its budget: 429 with ``Retry-After`` and RateLimit headers."""
+
+    status = 429
+    error = "rate_limited"
+
+    def __init__(
+        self,
+        *,
+        retry_after: int,
+        limit: int,
+        remaining: int = 0,
+        reset: int | None = None,
+        description: str = "Rate limit exceeded",
+    ) -> None:
+        super().__init__(description, reason="rate_limited")
+        self.retry_after = max(1, int(retry_after))
+        self.limit = limit
+        self.remaining = remaining
+        self.reset = self.retry_after if reset is None else reset

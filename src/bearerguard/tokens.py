@@ -1,0 +1,41 @@
+"""The validated access token handed to applications."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+__all__ = ["AccessToken"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An access token that passed every check; immutable, and never holding the raw token.
+
+    ``token_hash`` is the hex SHA-256 of the raw token, for correlation in logs and
+    caches; the token itself is deliberately not kept, so it cannot leak through a
+    repr, a log line or an exception.
+    """
+
+    issuer: str
+    subject: str | None
+    client_id: str | None
+    scopes: frozenset[str]
+    audience: tuple[str, ...]
+    expires_at: float | None
+    token_hash: str
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
+    kind: Literal["jwt", "opaque"] = "jwt"
+    key_id: str | None = None
+
+    @property
+    def short_hash(self) -> str:
+        """Twelve hex characters: enough to correlate log lines, useless to an attacker."""
+        return self.token_hash[:12]
+
+    def has_scopes(self, *required: str) -> bool:
+        """True when every required scope was granted."""
+        return self.scopes.issuperset(required)
