@@ -1,0 +1,61 @@
+"""Where a failure becomes an HTTP answer: RFC 6750 §3 challenges, with a JSON body alongside."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bearerguard.errors import AuthError, InsufficientScope, RateLimited, Unavailable
+
+__all__ = ["Answer", "answer_for", "quote"]
+
+#: RFC 6750 §3: error_description and scope allow %x20-21 / %x23-5B / %x5D-7E only.
+_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+
+
+def quote(value: str) -> str:
+    """Make a value safe inside a quoted auth-param (no quote, backslash or control char)."""
+    return _UNSAFE.sub("", value)
+
+
+class Answer:
+    """A ready HTTP answer: status, raw ASGI headers and a JSON body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def answer_for(error: AuthError, realm: str) -> Answer:
+    """Build the answer for an error; the only function that writes a challenge."""
+    params = [f'realm="{quote(realm)}"']
+    body: dict[str, object] = {}
+    if error.error is not None:
+        body["error"] = error.error
+        if error.description:
+            body["error_description"] = error.description
+    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+    if isinstance(error, Unavailable | RateLimited):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    if isinstance(error, RateLimited):
+        headers += [
+            (b"ratelimit-limit", str(error.limit).encode()),
+            (b"ratelimit-remaining", str(error.remaining).encode()),
+            (b"ratelimit-reset", str(error.reset).encode()),
+        ]
+    if error.status in (401, 403) or (error.status == 400 and error.error is not None):
+        if error.error is not None:
+            params.append(f'error="{error.error}"')
+            if error.description:
+                params.append(f'error_description="{quote(error.description)}"')
+        if isinstance(error, InsufficientScope):
+            scope = quote(" ".join(error.required))
+            params.append(f'scope="{scope}"')
+            body["scope"] = scope
+        headers.append((b"www-authenticate", ("Bearer " + ", ".join(params)).encode()))
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers.append((b"content-length", str(len(payload)).encode()))
+    return Answer(error.status, headers, payload)

@@ -1,0 +1,144 @@
+"""Where a JWT's header and claims are judged (RFC 7519 §4.1, RFC 8725 §3, RFC 9068 §4).
+
+The rules for one issuer are compiled once into a :class:`ClaimRules`, so the
+request path only compares values it already holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bearerguard.config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from bearerguard.errors import InvalidToken
+
+__all__ = ["ClaimRules", "read_scopes"]
+
+#: RFC 9068 §2.1: the media type of a JWT access token, with or without the prefix.
+_AT_JWT = frozenset({"at+jwt", "application/at+jwt"})
+#: What the default mode accepts besides RFC 9068's values: no ``typ``, or plain JWT.
+_LENIENT_TYP = _AT_JWT | {"jwt", "application/jwt"}
+#: RFC 9068 §2.2: claims an access token must carry in strict mode.
+_RFC9068_REQUIRED = ("sub", "client_id", "iat", "jti")
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int in Python but never a NumericDate (RFC 7519 §2); the JSON
+    # parser already refuses NaN and Infinity.
+    return (type(value) is int) or (type(value) is float)
+
+
+def read_scopes(claims: Mapping[str, Any], names: tuple[str, ...]) -> frozenset[str]:
+    """Scopes from the first present claim: a space-delimited string or a list of strings."""
+    for name in names:
+        value = claims.get(name)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            return frozenset(value.split())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return frozenset(s for v in value for s in v.split())
+        raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
+    return frozenset()
+
+
+class ClaimRules:
+    """One issuer's header and claim checks, compiled from its :class:`Issuer`."""
+
+    __slots__ = (
+        "algorithms",
+        "audiences",
+        "issuer",
+        "leeway",
+        "required",
+        "scope_claims",
+        "strict_typ",
+    )
+
+    def __init__(self, config: Issuer) -> None:
+        algorithms = frozenset(config.algorithms)
+        if "none" in algorithms or not algorithms:
+            raise ValueError("the algorithm allowlist must be non-empty and never contain 'none'")
+        unknown = algorithms - ASYMMETRIC_ALGORITHMS - HMAC_ALGORITHMS
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {sorted(unknown)}")
+        if algorithms & HMAC_ALGORITHMS and config.shared_secret is None:
+            raise ValueError("HMAC algorithms need a shared_secret configured on purpose")
+        if not config.audiences:
+            raise ValueError("at least one audience is required")
+        self.algorithms = algorithms
+        self.issuer = config.issuer
+        self.audiences = frozenset(config.audiences)
+        self.leeway = float(config.leeway)
+        self.strict_typ = config.rfc9068
+        required = list(config.required_claims)
+        if config.rfc9068:
+            required += [c for c in _RFC9068_REQUIRED if c not in required]
+        self.required = tuple(required)
+        self.scope_claims = tuple(config.scope_claims)
+
+    def check_header(self, header: Mapping[str, Any]) -> str:
+        """Judge the protected header; return its ``alg``.
+
+        ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never read: keys come only from the
+        issuer's own JWKS (RFC 8725 §3.10), so a token cannot name its own key.
+        """
+        alg = header.get("alg")
+        if type(alg) is not str or alg not in self.algorithms:
+            raise InvalidToken("The access token's algorithm is not allowed", reason="bad_alg")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: we understand no extension, so any crit is fatal.
+            raise InvalidToken("The access token uses an unsupported extension", reason="crit")
+        typ = header.get("typ")
+        if typ is None:
+            if self.strict_typ:
+                raise InvalidToken("The access token is not an RFC 9068 JWT", reason="bad_typ")
+        elif type(typ) is not str or (
+            typ.lower() not in (_AT_JWT if self.strict_typ else _LENIENT_TYP)
+        ):
+            raise InvalidToken("The token is not an access token", reason="bad_typ")
+        kid = header.get("kid")
+        if kid is not None and type(kid) is not str:
+            raise InvalidToken("The access token is malformed", reason="bad_kid")
+        return alg
+
+    def check_claims(self, claims: Mapping[str, Any], now: float) -> None:
+        """Judge ``iss``, ``aud``, the dates and the required claims, one leeway for all."""
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken("The access token was not issued by a trusted issuer", reason="bad_iss")
+        aud = claims.get("aud")
+        if type(aud) is str:
+            if aud not in self.audiences:
+                raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+        elif type(aud) is list and aud:
+            if not any(type(a) is str and a in self.audiences for a in aud):
+                raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+        else:
+            raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+        leeway = self.leeway
+        exp = claims.get("exp")
+        if not _is_number(exp):
+            raise InvalidToken("The access token has no valid expiry", reason="bad_exp")
+        if now >= exp + leeway:
+            raise InvalidToken("The access token expired", reason="expired")
+        if "nbf" in claims:
+            nbf = claims["nbf"]
+            if not _is_number(nbf):
+                raise InvalidToken("The access token's nbf is malformed", reason="bad_nbf")
+            if nbf > now + leeway:
+                raise InvalidToken("The access token is not valid yet", reason="not_yet_valid")
+        if "iat" in claims:
+            iat = claims["iat"]
+            if not _is_number(iat):
+                raise InvalidToken("The access token's iat is malformed", reason="bad_iat")
+            if iat > now + leeway:
+                raise InvalidToken("The access token was issued in the future", reason="iat_future")
+        for name in self.required:
+            if claims.get(name) is None:
+                raise InvalidToken(
+                    f"The access token lacks the required claim {name!r}", reason="missing_claim"
+                )
+        for name in ("sub", "client_id", "jti"):
+            value = claims.get(name)
+            if value is not None and type(value) is not str:
+                raise InvalidToken(f"The access token's {name} is malformed", reason="bad_claim")

@@ -1,0 +1,73 @@
+"""Where a token is found in a request (RFC 6750 §2): header, and opt-in query or form body."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
+
+from bearerguard.errors import InvalidRequest, InvalidToken
+
+__all__ = ["find_in_form", "find_in_header", "find_in_query"]
+
+#: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _check_grammar(token: str, max_length: int) -> str:
+    if len(token) > max_length:
+        # Refused before any decoding, whatever it contains.
+        raise InvalidToken("The access token is too large", reason="too_large")
+    if _B64TOKEN.fullmatch(token) is None:
+        raise InvalidRequest("The bearer token is not a valid b64token", reason="bad_token_syntax")
+    return token
+
+
+def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> str | None:
+    """The token from ``Authorization: Bearer``; ``None`` when there is no bearer credential.
+
+    Two Authorization headers are a malformed request, not a choice to make. The
+    scheme is case-insensitive (RFC 7235 §2.1); another scheme means "no bearer token".
+    """
+    found: bytes | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise InvalidRequest("More than one Authorization header", reason="duplicate_header")
+            found = value
+    if found is None:
+        return None
+    scheme, _, rest = found.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    token = rest.strip(b" ").decode("latin-1")
+    if not token:
+        raise InvalidRequest("The bearer token is empty", reason="empty_token")
+    return _check_grammar(token, max_length)
+
+
+def _single(pairs: list[tuple[str, str]], where: str, max_length: int) -> str | None:
+    values = [v for k, v in pairs if k == "access_token"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidRequest(f"More than one access_token in the {where}", reason="duplicate_param")
+    if not values[0]:
+        raise InvalidRequest("The bearer token is empty", reason="empty_token")
+    return _check_grammar(values[0], max_length)
+
+
+def find_in_query(query_string: bytes, max_length: int) -> str | None:
+    """RFC 6750 §2.3 ``access_token`` query parameter (opt-in: URLs end up in logs)."""
+    if b"access_token" not in query_string:
+        return None
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return _single(pairs, "query", max_length)
+
+
+def find_in_form(body: bytes, max_length: int) -> str | None:
+    """RFC 6750 §2.2 form-encoded body parameter (opt-in)."""
+    if b"access_token" not in body:
+        return None
+    pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+    return _single(pairs, "form body", max_length)

@@ -1,0 +1,94 @@
+"""The strict compact-JWS parser: every malformation is an InvalidToken, never a crash."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bearerguard.errors import InvalidToken
+from bearerguard.jws import looks_like_jws, parse_jws
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(header: str | bytes, payload: str | bytes, sig: bytes = b"sig") -> str:
+    h = header.encode() if isinstance(header, str) else header
+    p = payload.encode() if isinstance(payload, str) else payload
+    return f"{b64(h)}.{b64(p)}.{b64(sig)}"
+
+
+def test_well_formed_token_parses() -> None:
+    jws = parse_jws(token('{"alg":"RS256"}', '{"sub":"a","exp":1}'))
+    assert jws.header == {"alg": "RS256"}
+    assert jws.claims == {"sub": "a", "exp": 1}
+    assert jws.signature == b"sig"
+
+
+def test_signing_input_is_the_first_two_segments() -> None:
+    raw = token('{"alg":"RS256"}', "{}")
+    assert parse_jws(raw).signing_input == raw.rsplit(".", 1)[0].encode()
+
+
+@pytest.mark.parametrize("raw", ["a.b", "a.b.c.d", "a.b.c.d.e", "a..c", "a.b.c=", "a.b.c+", ""])
+def test_wrong_shape_is_not_a_jws(raw: str) -> None:
+    assert not looks_like_jws(raw)
+
+
+def test_duplicate_header_member_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256","alg":"none"}', "{}"))
+
+
+def test_duplicate_claim_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', '{"aud":"a","aud":"b"}'))
+
+
+@pytest.mark.parametrize("payload", ['{"exp":NaN}', '{"exp":Infinity}', '{"exp":-Infinity}', '{"exp":1e999}'])
+def test_non_finite_numbers_rejected(payload: str) -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', payload))
+
+
+def test_header_must_be_an_object() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('["alg"]', "{}"))
+
+
+def test_claims_must_be_an_object() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', '"claims"'))
+
+
+def test_non_json_segment_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token("not json", "{}"))
+
+
+def test_non_utf8_json_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}'.encode("utf-16"), "{}"))
+
+
+def test_impossible_base64_length_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', "{}") + "A")
+
+
+def test_deeply_nested_json_rejected_not_crashing() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', '{"a":' * 100_000 + "1" + "}" * 100_000))
+
+
+def test_huge_integer_rejected_not_crashing() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', '{"exp":' + "9" * 5000 + "}"))
+
+
+def test_claims_round_trip_unicode() -> None:
+    payload = json.dumps({"name": "Zoë"})
+    assert parse_jws(token('{"alg":"RS256"}', payload)).claims["name"] == "Zoë"
