@@ -101,9 +101,13 @@ class RateLimited(AuthError):
         remaining: int = 0,
         reset: int | None = None,
         description: str = "Rate limit exceeded",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(description, reason="rate_limited")
         self.retry_after = max(1, int(retry_after))
         self.limit = limit
         self.remaining = remaining
         self.reset = self.retry_after if reset is None else reset
+        #: The limiter's RateLimit-* headers for this answer (classic three and the
+        #: draft RateLimit-Policy/RateLimit pair), ready to send; empty when built by hand.
+        self.headers = headers
