@@ -40,7 +40,10 @@ const SIGNING_ALGS = ['RS256', 'ES256'];
 const RESOURCES = {
   jwt: 'https://api.example.test/jwt',
   opaque: 'https://api.example.test/opaque',
+  // Another API of the same issuer: its JWTs must not open the first one.
+  other_jwt: 'https://other.example.test/jwt',
 };
+const JWT_RESOURCES = new Set([RESOURCES.jwt, RESOURCES.other_jwt]);
 const SCOPES = ['read:items', 'write:items'];
 
 // Fixed credentials: this server only ever listens on loopback for a test run.
@@ -263,7 +266,7 @@ function buildProvider(issuer) {
         getResourceServerInfo: async (ctx, resourceIndicator) => {
           const scope = SCOPES.join(' ');
           const accessTokenTTL = requestedTtl(ctx);
-          if (resourceIndicator === RESOURCES.jwt) {
+          if (JWT_RESOURCES.has(resourceIndicator)) {
             const alg = requestedAlg(ctx);
             return {
               scope,
