@@ -1,0 +1,255 @@
+"""Rate limits on a real redis-server: one budget across replicas, and Redis taken away mid-test.
+
+Each test starts its own ``redis-server`` on a free loopback port (tests/redis_server.py);
+two :class:`RateLimiter` instances with separate connection pools stand for two
+replicas of an application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from bearerguard.errors import RateLimited, Unavailable
+from bearerguard.ratelimit import LIMITER_SCOPE_KEY, RateLimitDecision, RateLimiter, rate_limit
+from bearerguard.tokens import AccessToken, TokenUser
+from redis_server import RedisServer, running_redis
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def limiters() -> AsyncIterator[list[RateLimiter]]:
+    made: list[RateLimiter] = []
+    yield made
+    for limiter in made:
+        await limiter.aclose()
+
+
+def make(limiters: list[RateLimiter], limits: Any, **options: Any) -> RateLimiter:
+    limiter = RateLimiter(limits, **options)
+    limiters.append(limiter)
+    return limiter
+
+
+def token(sub: str = "alice") -> AccessToken:
+    return AccessToken(
+        issuer="https://idp.example.com",
+        subject=sub,
+        client_id="app-1",
+        scopes=frozenset(),
+        audience=("https://api.example.com",),
+        expires_at=None,
+        token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
+    )
+
+
+async def attempt(limiter: RateLimiter, tok: AccessToken, scope: str = "") -> bool:
+    try:
+        await limiter.hit(tok, scope=scope)
+    except RateLimited:
+        return False
+    return True
+
+
+def connected_clients(server: RedisServer) -> int:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as s:
+        s.sendall(b"INFO clients\r\n")
+        data = b""
+        while b"connected_clients:" not in data or not data.endswith(b"\r\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    line = next(x for x in data.split(b"\r\n") if x.startswith(b"connected_clients:"))
+    return int(line.split(b":")[1]) - 1  # minus this connection
+
+
+# -- one budget across replicas ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_two_replicas_share_one_budget_under_concurrent_load(
+    server: RedisServer, limiters: list[RateLimiter], strategy: str
+) -> None:
+    # A generous timeout: a slow machine must not turn a hit into a fail-open pass.
+    options: dict[str, Any] = {"storage": server.url, "strategy": strategy, "storage_timeout": 30}
+    replica_a = make(limiters, "50/minute", **options)
+    replica_b = make(limiters, "50/minute", **options)
+    tok = token()
+    results = await asyncio.gather(
+        *(attempt(replica_a if i % 2 else replica_b, tok) for i in range(200))
+    )
+    assert replica_a.storage_errors == replica_b.storage_errors == 0
+    allowed = results.count(True)
+    assert allowed == 50, f"{allowed - 50} requests beyond the budget"
+
+
+async def test_replicas_see_each_others_hits(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    replica_a = make(limiters, "5/minute", storage=server.url)
+    replica_b = make(limiters, "5/minute", storage=server.url)
+    tok = token()
+    seen = [(await (replica_a if i % 2 else replica_b).hit(tok)).remaining for i in range(5)]
+    assert seen == [4, 3, 2, 1, 0]
+    with pytest.raises(RateLimited) as caught:
+        await replica_a.hit(tok)
+    assert 1 <= caught.value.retry_after <= 60
+
+
+async def test_plain_redis_uri_uses_the_redis_py_async_client(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    from redis.asyncio import Redis
+
+    limiter = make(limiters, "5/minute", storage=server.url)
+    assert limiter.storage_uri.startswith("async+redis://")
+    client = limiter._shared.storage.bridge.storage  # type: ignore[attr-defined]
+    assert isinstance(client, Redis)
+
+
+async def test_route_limits_share_redis_across_replicas(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    async def endpoint() -> None: ...
+
+    tok = token()
+    replicas = [
+        (make(limiters, "100/minute", storage=server.url), rate_limit("3/minute")) for _ in range(2)
+    ]
+    outcomes = []
+    for i in range(6):
+        parent, guard = replicas[i % 2]
+        scope = {"type": "http", "user": TokenUser(tok), LIMITER_SCOPE_KEY: parent}
+        scope["endpoint"] = endpoint
+        try:
+            await guard.check(scope)
+            outcomes.append(True)
+        except RateLimited:
+            outcomes.append(False)
+    assert outcomes == [True, True, True, False, False, False]
+
+
+async def test_closing_a_limiter_releases_its_connections(server: RedisServer) -> None:
+    limiter = RateLimiter("5/minute", storage=server.url)
+    derived = limiter.derive("1/minute")
+    await limiter.hit(token())
+    await derived.hit(token())
+    assert connected_clients(server) >= 1
+    await derived.aclose()  # shares the parent's storage: closes nothing
+    await limiter.hit(token())
+    await limiter.aclose()
+    assert connected_clients(server) == 0
+
+
+# -- Redis taken away -------------------------------------------------------------------------
+
+
+async def test_redis_outage_fails_open_with_a_warning_and_a_counter(
+    server: RedisServer, limiters: list[RateLimiter], caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = make(limiters, "2/minute", storage=server.url, outage_cooldown=60)
+    tok = token()
+    assert await attempt(limiter, tok)
+    server.kill()
+    with caplog.at_level(logging.WARNING, logger="bearerguard.ratelimit"):
+        decisions = [await limiter.hit(tok) for _ in range(5)]
+    assert all(d.degraded and d.headers() == [] for d in decisions)
+    assert limiter.storage_errors == 5
+    warnings = [r for r in caplog.records if "storage_unavailable" in r.getMessage()]
+    assert len(warnings) == 1  # once per cooldown, not once per request
+    assert tok.short_hash in warnings[0].getMessage()
+    assert tok.token_hash not in caplog.text
+
+
+async def test_redis_outage_fails_closed_with_503_when_asked(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    limiter = make(limiters, "2/minute", storage=server.url, fail_closed=True, outage_cooldown=3)
+    tok = token()
+    assert await attempt(limiter, tok)
+    server.kill()
+    for _ in range(3):
+        with pytest.raises(Unavailable) as caught:
+            await limiter.hit(tok)
+        assert caught.value.status == 503
+        assert caught.value.retry_after == 3
+    assert limiter.storage_errors == 3
+
+
+async def test_storage_down_from_the_start_is_not_a_500(server: RedisServer) -> None:
+    server.kill()
+    limiter = RateLimiter("2/minute", storage=server.url)
+    try:
+        decision = await limiter.hit(token())
+        assert isinstance(decision, RateLimitDecision) and decision.degraded
+    finally:
+        await limiter.aclose()
+
+
+async def test_limits_apply_again_once_redis_is_back(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    limiter = make(limiters, "2/minute", storage=server.url, outage_cooldown=0.05)
+    tok = token()
+    await limiter.hit(tok)
+    server.kill()
+    assert (await limiter.hit(tok)).degraded
+    server.start()  # same port, empty: a fresh budget
+    decision = await limiter.hit(tok)
+    for _ in range(200):  # bounded: the cooldown is 50 ms
+        if not decision.degraded:
+            break
+        await asyncio.sleep(0.01)
+        decision = await limiter.hit(tok)
+    assert not decision.degraded
+    assert await attempt(limiter, tok) is True
+    assert await attempt(limiter, tok) is False
+
+
+async def test_hung_redis_times_out_instead_of_holding_requests(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    limiter = make(limiters, "2/minute", storage=server.url, storage_timeout=0.2)
+    tok = token()
+    await limiter.hit(tok)
+    server.pause()
+    try:
+        decision = await limiter.hit(tok)
+    finally:
+        server.resume()
+    assert decision.degraded
+    assert limiter.storage_errors == 1
+
+
+async def test_route_limit_fails_closed_with_the_middleware_limiter(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    parent = make(limiters, "100/minute", storage=server.url, fail_closed=True)
+    guard = rate_limit("3/minute")
+    scope = {"type": "http", "path": "/x", "user": TokenUser(token()), LIMITER_SCOPE_KEY: parent}
+    await guard.check(scope)
+    server.kill()
+    with pytest.raises(Unavailable):
+        await guard.check(scope)
