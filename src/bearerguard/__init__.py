@@ -1,6 +1,7 @@
 """bearerguard: OAuth 2.0 bearer access tokens for Starlette and FastAPI."""
 
 from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
+from bearerguard.dependencies import current_token, optional_token, require_scopes, requires_scopes
 from bearerguard.errors import (
     AuthError,
     InsufficientScope,
@@ -10,18 +11,32 @@ from bearerguard.errors import (
     RateLimited,
     Unavailable,
 )
-from bearerguard.tokens import AccessToken
+from bearerguard.middleware import BearerAuthMiddleware
+from bearerguard.ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
+from bearerguard.tokens import AccessToken, TokenUser
+from bearerguard.validator import TokenValidator
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "AccessToken",
     "AuthError",
+    "BearerAuthMiddleware",
     "FetchPolicy",
     "InsufficientScope",
     "InvalidRequest",
     "InvalidToken",
     "Issuer",
     "MissingToken",
+    "RateLimitDecision",
     "RateLimited",
+    "RateLimiter",
+    "TokenUser",
+    "TokenValidator",
     "Unavailable",
+    "current_token",
+    "optional_token",
+    "rate_limit",
+    "rate_limited",
+    "require_scopes",
+    "requires_scopes",
 ]

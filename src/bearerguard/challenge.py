@@ -40,7 +40,9 @@ def answer_for(error: AuthError, realm: str) -> Answer:
     headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
     if isinstance(error, Unavailable | RateLimited):
         headers.append((b"retry-after", str(error.retry_after).encode()))
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited) and error.headers:
+        headers += error.headers
+    elif isinstance(error, RateLimited):
         headers += [
             (b"ratelimit-limit", str(error.limit).encode()),
             (b"ratelimit-remaining", str(error.remaining).encode()),

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-__all__ = ["AccessToken"]
+from starlette.authentication import BaseUser
+
+__all__ = ["AccessToken", "TokenUser"]
 
 
 
@@ -39,3 +41,26 @@ class AccessToken:
     def has_scopes(self, *required: str) -> bool:
         """True when every required scope was granted."""
         return self.scopes.issuperset(required)
+
+
+class TokenUser(BaseUser):
+    """Starlette's ``request.user`` for a bearer request; ``token`` is ``None`` when anonymous."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: AccessToken | None) -> None:
+        self.token = token
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.token is not None
+
+    @property
+    def display_name(self) -> str:
+        if self.token is None:
+            return ""
+        return self.token.subject or self.token.client_id or ""
+
+    @property
+    def identity(self) -> str:
+        return self.display_name

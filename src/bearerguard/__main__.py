@@ -1,0 +1,7 @@
+"""``python -m bearerguard``: the same as the ``bearerguard`` command."""
+
+import sys
+
+from bearerguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,289 @@
+"""The one-line integration: a pure ASGI middleware that guards every HTTP and WebSocket request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bearerguard.challenge import Answer, answer_for
+from bearerguard.config import DEFAULT_ALGORITHMS, Issuer
+from bearerguard.credentials import find_in_form, find_in_header, find_in_query
+from bearerguard.errors import AuthError, InvalidRequest, MissingToken
+from bearerguard.ratelimit import (
+    DECISION_SCOPE_KEY,
+    LIMITER_SCOPE_KEY,
+    RateLimiter,
+    RateLimitKey,
+    Strategy,
+    record_decision,
+)
+from bearerguard.tokens import AccessToken, TokenUser
+from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator
+
+__all__ = ["BearerAuthMiddleware"]
+
+log = logging.getLogger("bearerguard.middleware")
+
+#: Form bodies read to look for ``access_token`` are capped; a larger one is a 400.
+_MAX_FORM_BYTES = 64 * 1024
+
+
+class BearerAuthMiddleware:
+    """Validate the bearer token of every request before the application sees it.
+
+    On success the scope carries ``auth`` (Starlette ``AuthCredentials`` with the
+    token's scopes, so ``@requires`` works unchanged) and ``user`` (a
+    :class:`TokenUser` whose ``.token`` is the :class:`AccessToken`).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        issuer: str | None = None,
+        audience: str | Sequence[str] | None = None,
+        jwks_uri: str | None = None,
+        algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+        leeway: float = 60.0,
+        issuers: Sequence[Issuer] | None = None,
+        exclude_paths: Sequence[str] = (),
+        realm: str = "api",
+        allow_anonymous: bool = False,
+        token_in_query: bool = False,
+        token_in_form: bool = False,
+        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        rate_limit: str | Callable[[AccessToken], str | None] | None = None,
+        rate_limit_key: RateLimitKey = "token",
+        rate_limit_storage: str = "memory://",
+        rate_limit_strategy: Strategy = "moving-window",
+        rate_limit_fail_closed: bool = False,
+        rate_limiter: RateLimiter | None = None,
+        validator: TokenValidator | None = None,
+        **issuer_options: Any,
+    ) -> None:
+        self.app = app
+        if validator is None:
+            validator = TokenValidator(
+                _issuers(issuer, audience, jwks_uri, algorithms, leeway, issuers, issuer_options),
+                max_token_length=max_token_length,
+            )
+        self.validator = validator
+        if rate_limiter is None and rate_limit is not None:
+            rate_limiter = RateLimiter(
+                rate_limit,
+                key=rate_limit_key,
+                storage=rate_limit_storage,
+                strategy=rate_limit_strategy,
+                fail_closed=rate_limit_fail_closed,
+            )
+        #: Spends each validated token's budget; also lends its storage to per-route limits.
+        self.rate_limiter = rate_limiter
+        self.realm = realm
+        self.allow_anonymous = allow_anonymous
+        self.token_in_query = token_in_query
+        self.token_in_form = token_in_form
+        self.max_token_length = max_token_length
+        self._exact = frozenset(p for p in exclude_paths if not p.endswith("*"))
+        self._prefixes = tuple(p.rstrip("*") for p in exclude_paths if p.endswith("*"))
+        self._started = False
+
+    def _excluded(self, path: str) -> bool:
+        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if kind not in ("http", "websocket") or self._excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if not self._started:
+            self._started = True
+            self.validator.start()
+        try:
+            token, receive = await self._find_token(scope, receive)
+            if token is None:
+                if not self.allow_anonymous:
+                    raise MissingToken()
+                scope["auth"] = AuthCredentials()
+                scope["user"] = TokenUser(None)
+            else:
+                access = await self.validator.validate(token)
+                self._authenticate(scope, access)
+                if self.rate_limiter is not None:
+                    # Only a validated token spends budget: forged ones cannot drain it.
+                    scope[LIMITER_SCOPE_KEY] = self.rate_limiter
+                    record_decision(scope, await self.rate_limiter.hit(access))
+        except AuthError as error:
+            await self._refuse(scope, receive, send, error)
+            return
+        await self._call_app(scope, receive, send)
+
+    @staticmethod
+    def _authenticate(scope: Scope, access: AccessToken) -> None:
+        scope["auth"] = AuthCredentials(list(access.scopes))
+        scope["user"] = TokenUser(access)
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; an AuthError raised by a route dependency becomes its RFC 6750 answer.
+
+        Rate-limit decisions left on the scope (by the middleware or a per-route
+        limit) become RateLimit headers on the response.
+        """
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                started = True
+                decision = scope.get(DECISION_SCOPE_KEY)
+                if decision is not None and message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), *decision.headers()]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except AuthError as error:
+            if started:
+                raise
+            await self._refuse(scope, receive, send, error)
+
+    async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
+        limit = self.max_token_length
+        token = find_in_header(scope["headers"], limit)
+        if self.token_in_query:
+            in_query = find_in_query(scope.get("query_string", b""), limit)
+            if in_query is not None:
+                if token is not None:
+                    raise InvalidRequest("The token was sent in more than one place", reason="two_locations")
+                token = in_query
+        if self.token_in_form and scope["type"] == "http" and _is_form(scope):
+            body, receive = await _buffer_body(receive)
+            in_form = find_in_form(body, limit)
+            if in_form is not None:
+                if token is not None:
+                    raise InvalidRequest("The token was sent in more than one place", reason="two_locations")
+                token = in_form
+        return token, receive
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
+        log.info(
+            "bearerguard.validation.rejected status=%s reason=%s path=%s",
+            error.status,
+            error.reason,
+            scope.get("path"),
+        )
+        answer = answer_for(error, self.realm)
+        if scope["type"] == "websocket":
+            await _deny_websocket(scope, receive, send, answer)
+            return
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Start fetching keys at startup (without waiting on the IdP) and close the client at shutdown."""
+
+        async def receive_hooked() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and not self._started:
+                self._started = True
+                self.validator.start()
+            return message
+
+        async def send_hooked(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        await self.app(scope, receive_hooked, send_hooked)
+
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, background refreshes and rate-limit storage."""
+        await self.validator.aclose()
+        if self.rate_limiter is not None:
+            await self.rate_limiter.aclose()
+
+
+def _issuers(
+    issuer: str | None,
+    audience: str | Sequence[str] | None,
+    jwks_uri: str | None,
+    algorithms: Sequence[str],
+    leeway: float,
+    issuers: Sequence[Issuer] | None,
+    options: dict[str, Any],
+) -> list[Issuer]:
+    if issuers:
+        if issuer is not None or options:
+            raise ValueError("give either issuer=... or issuers=[Issuer(...)], not both")
+        return list(issuers)
+    if issuer is None or audience is None:
+        raise ValueError("BearerAuthMiddleware needs issuer= and audience= (or issuers=[...])")
+    return [
+        Issuer(
+            issuer=issuer,
+            audience=audience,
+            jwks_uri=jwks_uri,
+            algorithms=tuple(algorithms),
+            leeway=leeway,
+            **options,
+        )
+    ]
+
+
+def _is_form(scope: Scope) -> bool:
+    if scope.get("method") in ("GET", "HEAD"):
+        return False
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/x-www-form-urlencoded"
+    return False
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read a (capped) form body, then replay it so the application still receives it."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_FORM_BYTES:
+            raise InvalidRequest("The form body is too large to look for a token", reason="body_too_large")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+async def _deny_websocket(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
+    """Refuse before accept: an HTTP denial where the server supports it, else close 1008."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}) or {}:
+        await send(
+            {"type": "websocket.http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": answer.body})
+        return
+    reason = "unavailable" if answer.status == 503 else "unauthorized"
+    await send({"type": "websocket.close", "code": 1008, "reason": reason})
