@@ -1,0 +1,402 @@
+"""The one place bearerguard talks HTTP to an authorization server, with every limit applied.
+
+Metadata, JWKS and introspection all go through :func:`fetch_json`, so the rules
+that keep a hostile or broken upstream from hurting us (https only, a size cap, one
+timeout for the whole exchange, no redirect to another origin, strict JSON) are
+written once.
+
+Redirects: a GET follows at most :data:`MAX_REDIRECTS` redirects, and only within
+the same origin (scheme, host and port); a redirect anywhere else is refused. A
+POST (introspection) never follows a redirect, so a body and client credentials
+are never re-sent to a URL the configuration did not name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+from urllib.parse import quote_plus, urljoin, urlsplit
+
+import httpx
+
+from bearerguard.config import FetchPolicy
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "Backoff",
+    "FetchResult",
+    "UpstreamError",
+    "check_url",
+    "fetch_json",
+    "max_age_from_headers",
+    "new_client",
+    "parse_json",
+]
+
+#: Same-origin redirects a GET may follow before the fetch fails.
+MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class UpstreamError(Exception):
+    """A fetch failed; the message is short and safe to log (no body, no credentials).
+
+    ``retryable`` tells whether trying again later may help (network error, timeout,
+    5xx, 408/429, a body that is not JSON, an oversized body, a bad redirect), as
+    opposed to an answer that will not change by itself (a 4xx, a URL refused).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A parsed JSON answer and how long the server says it may be kept.
+
+    ``max_age`` is ``None`` when the server said nothing, ``0`` when it forbade caching.
+    """
+
+    document: Any
+    max_age: float | None
+    status: int
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is https, or http to a loopback host.
+
+    Keys and metadata decide what is trusted, so they must not travel in clear text
+    over a network; loopback http is allowed so tests and the demo work.
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError("URL must be a non-empty string")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("URL must not contain whitespace or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise ValueError(f"URL scheme must be https, not {parts.scheme or 'missing'!r}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("URL must not carry user information")
+    host = parts.hostname
+    if not host:
+        raise ValueError("URL has no host")
+    _ = parts.port  # raises ValueError for a malformed port
+    if scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            "plain http is only allowed for loopback hosts (127.0.0.1, ::1, localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host.lower(), url.port or default)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"JSON constant {name} is not allowed")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate member name in JSON object")
+        result[key] = value
+    return result
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (RFC 8259): UTF-8 only, no duplicate member names, no NaN or Infinity.
+
+    Raises ``ValueError`` for anything else, including nesting deep enough to
+    exhaust the parser.
+    """
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+
+
+def max_age_from_headers(headers: httpx.Headers) -> float | None:
+    """Seconds the response may be cached (RFC 9111), or ``None`` when the server said nothing.
+
+    ``no-store``/``no-cache`` give 0; ``max-age`` minus ``Age`` otherwise; else
+    ``Expires`` minus ``Date``. An unparseable value counts as said-nothing for
+    ``max-age`` and as already-expired for ``Expires`` (RFC 9111 §5.3).
+    """
+    directives: dict[str, str | None] = {}
+    for value in headers.get_list("cache-control"):
+        for part in value.split(","):
+            name, sep, arg = part.strip().partition("=")
+            if name:
+                directives.setdefault(name.strip().lower(), arg.strip().strip('"') if sep else None)
+    if "no-store" in directives or "no-cache" in directives:
+        return 0.0
+    age = _non_negative_int(headers.get("age")) or 0
+    if "max-age" in directives:
+        max_age = _non_negative_int(directives["max-age"])
+        if max_age is None:
+            return None
+        return float(max(0, max_age - age))
+    expires = headers.get("expires")
+    if expires is None:
+        return None
+    try:
+        expires_at = parsedate_to_datetime(expires).timestamp()
+        date = headers.get("date")
+        now = parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    if now is None:
+        return None
+    return max(0.0, expires_at - now - age)
+
+
+def _non_negative_int(value: str | None) -> int | None:
+    if value is None or not value.isdigit() or len(value) > 12:
+        return None
+    return int(value)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _non_negative_int(value.strip())
+    return float(seconds) if seconds is not None else None
+
+
+async def fetch_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    policy: FetchPolicy,
+    method: str = "GET",
+    data: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    accept_status: Collection[int] = (200,),
+) -> FetchResult:
+    """Fetch one JSON document; every failure is an :class:`UpstreamError`, nothing else.
+
+    ``policy.timeout`` bounds the whole exchange (redirects and body included) and
+    ``policy.max_bytes`` the decoded body.
+    """
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise UpstreamError(f"URL refused: {exc}", retryable=False) from None
+    method = method.upper()
+    request_headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+    if headers:
+        request_headers.update(headers)
+    try:
+        async with asyncio.timeout(policy.timeout):
+            return await _exchange(
+                client,
+                httpx.URL(url),
+                policy=policy,
+                method=method,
+                data=data,
+                auth=auth,
+                headers=request_headers,
+                accept_status=accept_status,
+            )
+    except TimeoutError:
+        raise UpstreamError(f"timed out after {policy.timeout:g} s") from None
+    except httpx.TimeoutException:
+        raise UpstreamError(f"timed out after {policy.timeout:g} s") from None
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        raise UpstreamError(f"network error: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise UpstreamError(f"network error: {type(exc).__name__}") from None
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    *,
+    policy: FetchPolicy,
+    method: str,
+    data: Mapping[str, str] | None,
+    auth: tuple[str, str] | None,
+    headers: Mapping[str, str],
+    accept_status: Collection[int],
+) -> FetchResult:
+    origin = _origin(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        request = client.build_request(
+            method,
+            url,
+            data=dict(data) if data is not None else None,
+            headers=headers,
+            timeout=policy.timeout,
+        )
+        if auth is not None:
+            request.headers["Authorization"] = _basic_credentials(*auth)
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            if (
+                response.status_code in _REDIRECT_STATUSES
+                and response.status_code not in accept_status
+            ):
+                url = _redirect_target(url, response, origin=origin, method=method)
+                continue
+            if response.status_code not in accept_status:
+                raise _status_error(response)
+            body = await _read_capped(response, policy.max_bytes)
+        finally:
+            await response.aclose()
+        if response.headers.get("content-type", "").lower().startswith("text/html"):
+            raise UpstreamError("answer is HTML, not JSON", status=response.status_code)
+        try:
+            document = parse_json(body)
+        except ValueError as exc:
+            raise UpstreamError(
+                f"answer is not valid JSON: {exc}", status=response.status_code
+            ) from None
+        return FetchResult(
+            document=document,
+            max_age=max_age_from_headers(response.headers),
+            status=response.status_code,
+        )
+    raise UpstreamError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _basic_credentials(client_id: str, secret: str) -> str:
+    """HTTP Basic for client credentials, each part form-encoded first (RFC 6749 §2.3.1)."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _redirect_target(
+    url: httpx.URL, response: httpx.Response, *, origin: tuple[str, str, int | None], method: str
+) -> httpx.URL:
+    if method != "GET":
+        raise UpstreamError(f"redirect refused for {method}", status=response.status_code)
+    location = response.headers.get("location")
+    if not location:
+        raise UpstreamError("redirect without a Location", status=response.status_code)
+    target = urljoin(str(url), location)
+    try:
+        check_url(target)
+        parsed = httpx.URL(target)
+    except (ValueError, httpx.InvalidURL):
+        raise UpstreamError("redirect to a refused URL", status=response.status_code) from None
+    if _origin(parsed) != origin:
+        raise UpstreamError("redirect to another origin refused", status=response.status_code)
+    return parsed
+
+
+def _status_error(response: httpx.Response) -> UpstreamError:
+    status = response.status_code
+    retryable = status >= 500 or status in (408, 425, 429)
+    return UpstreamError(
+        f"HTTP {status}",
+        retryable=retryable,
+        status=status,
+        retry_after=_retry_after(response.headers),
+    )
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise UpstreamError(f"answer larger than {max_bytes} bytes", status=response.status_code)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError(
+                f"answer larger than {max_bytes} bytes", status=response.status_code
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _user_agent() -> str:
+    try:
+        return f"bearerguard/{version('bearerguard')}"
+    except PackageNotFoundError:
+        return "bearerguard"
+
+
+def new_client() -> httpx.AsyncClient:
+    """The HTTP client a middleware shares between its issuers: no automatic redirects.
+
+    Redirects are handled by :func:`fetch_json` itself, so the same-origin rule
+    cannot be bypassed by a client configured elsewhere.
+    """
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        timeout=httpx.Timeout(FetchPolicy().timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=30.0),
+        headers={"User-Agent": _user_agent()},
+    )
+
+
+class Backoff:
+    """Spacing between failed attempts, 1 s doubling up to a cap, so a down IdP is not hammered.
+
+    A ``Retry-After`` from the upstream lengthens the wait (never beyond the cap).
+    """
+
+    __slots__ = ("_cap", "_first", "failures", "next_attempt")
+
+    def __init__(self, cap: float, *, first: float = 1.0) -> None:
+        self._cap = max(0.0, cap)
+        self._first = first
+        self.failures = 0
+        self.next_attempt = float("-inf")
+
+    def allows(self, now: float) -> bool:
+        return now >= self.next_attempt
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.next_attempt - now)
+
+    def failed(self, now: float, *, hint: float | None = None) -> float:
+        """Record a failure at ``now``; return the seconds until the next attempt."""
+        self.failures += 1
+        delay = min(self._cap, self._first * 2.0 ** min(self.failures - 1, 62))
+        if hint is not None:
+            delay = max(delay, min(self._cap, hint))
+        self.next_attempt = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.next_attempt = float("-inf")

@@ -1,0 +1,313 @@
+"""One issuer's JWKS, cached: no request waits on a routine refresh, and an outage is never a 401.
+
+The rules, and why:
+
+* The request path only looks keys up. A routine refresh starts in the
+  background once ``refresh_ahead`` of the lifetime has passed, and a failure
+  keeps the last known good keys, up to ``max_stale`` after the last success.
+* A ``kid`` we do not know may mean the issuer rotated its keys: one refresh is
+  made (single-flight, so a thousand such requests cost one fetch) and the request
+  is judged with the refreshed keys. At most one such refresh happens per
+  ``cooldown``, so a stream of random ``kid`` s cannot make us hammer the issuer,
+  and a genuine rotation is seen within one cooldown at worst.
+* When keys cannot be had (never fetched, too stale, or the check for a new
+  ``kid`` failed) the answer is :class:`~bearerguard.errors.Unavailable` (503),
+  never :class:`~bearerguard.errors.InvalidToken`: clients keep good tokens.
+* Keys belong to the issuer whose JWKS served them (RFC 8725 §3.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import httpx
+
+from bearerguard.config import Issuer
+from bearerguard.errors import InvalidToken, Unavailable
+from bearerguard.fetch import Backoff, UpstreamError, fetch_json
+from bearerguard.keys import KeySet, VerificationKey
+from bearerguard.metadata import MetadataResolver
+
+__all__ = ["JWKSCache"]
+
+log = logging.getLogger("bearerguard.jwks")
+
+_ACCEPT = {"Accept": "application/jwk-set+json, application/json"}
+#: How many refreshes one unknown-kid request may wait for before it decides.
+_MAX_WAITS = 4
+
+
+class _JWKSError(Exception):
+    """A JWKS answer that must not replace the keys in hand; the message is safe to log."""
+
+
+class JWKSCache:
+    """The keys of one issuer, fetched from its ``jwks_uri`` and kept fresh.
+
+    ``fetches`` counts JWKS requests sent and ``failures`` refresh attempts that
+    failed, for tests and metrics; ``generation`` grows each time a fetch changed
+    the key set.
+    """
+
+    def __init__(
+        self,
+        issuer: Issuer,
+        client: httpx.AsyncClient,
+        *,
+        metadata: MetadataResolver,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._issuer = issuer
+        self._client = client
+        self._metadata = metadata
+        self._clock = clock
+        self._policy = issuer.fetch
+        self._keyset: KeySet | None = None
+        self._fetched_at = float("-inf")
+        self._ttl = self._policy.default_ttl
+        self._generation = 0
+        self._task: asyncio.Task[bool] | None = None
+        self._backoff = Backoff(self._policy.cooldown)
+        self._last_forced: float | None = None
+        self._last_ok = True
+        # Sequence numbers: refreshes started, and the latest started one that succeeded.
+        self._started = 0
+        self._ok_seq = 0
+        self.fetches = 0
+        self.failures = 0
+
+    # -- what others may look at -------------------------------------------------
+
+    @property
+    def keyset(self) -> KeySet | None:
+        return self._keyset
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def ttl(self) -> float:
+        """The lifetime given to the current keys (Cache-Control, clamped)."""
+        return self._ttl
+
+    @property
+    def fetched_at(self) -> float | None:
+        """Clock time of the last successful fetch, ``None`` before the first."""
+        return self._keyset.fetched_at if self._keyset is not None else None
+
+    @property
+    def refreshing(self) -> bool:
+        """True while a fetch is in flight."""
+        return self._current_task() is not None
+
+    # -- the request path ----------------------------------------------------------
+
+    async def get_keys(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
+        """Keys that may verify a token with this ``kid`` and ``alg`` (see ``KeySet.candidates``).
+
+        Raises ``InvalidToken`` (reason ``unknown_kid``) when the issuer does not
+        publish ``kid``, and ``Unavailable`` when that cannot be known right now.
+        """
+        arrival = self._started
+        now = self._clock()
+        keyset = self._keyset
+        age = now - self._fetched_at
+        if keyset is None or age > self._policy.max_stale:
+            keyset = await self._fresh_enough(now)
+        elif age >= self._policy.refresh_ahead * self._ttl and self._backoff.allows(now):
+            self._start("refresh_ahead")
+        found = keyset.candidates(kid, alg)
+        if found is not None:
+            return found
+        return await self._unknown_kid(kid, alg, arrival)
+
+    async def _fresh_enough(self, now: float) -> KeySet:
+        """Wait for keys when there are none (or only too stale ones): the only blocking fetch."""
+        if self._current_task() is None and not self._backoff.allows(now):
+            raise self._unavailable(now)
+        await self._join(self._start("initial" if self._keyset is None else "stale"))
+        keyset = self._keyset
+        now = self._clock()
+        if keyset is None or now - self._fetched_at > self._policy.max_stale:
+            raise self._unavailable(now)
+        return keyset
+
+    async def _unknown_kid(
+        self, kid: str | None, alg: str, arrival: int
+    ) -> tuple[VerificationKey, ...]:
+        for _ in range(_MAX_WAITS):
+            if self._ok_seq > arrival:
+                # A fetch begun after this request arrived succeeded: the kid is really unknown.
+                break
+            if self._current_task() is None:
+                now = self._clock()
+                if (
+                    self._last_forced is not None
+                    and now - self._last_forced < self._policy.cooldown
+                ):
+                    break
+                self._last_forced = now
+                log.info(
+                    "bearerguard.jwks.unknown_kid issuer=%s kid=%r action=refresh",
+                    self._issuer.issuer,
+                    (kid or "")[:64],
+                )
+                self._start("unknown_kid")
+            await self._join()
+            keyset = self._keyset
+            found = keyset.candidates(kid, alg) if keyset is not None else None
+            if found is not None:
+                return found
+        if not self._last_ok:
+            # The check for a new key failed: the issuer is down, not the token bad.
+            raise self._unavailable(self._clock())
+        raise InvalidToken("The access token was signed with an unknown key", reason="unknown_kid")
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def prefetch(self) -> None:
+        """Fetch keys at startup when there are none; never raises (a later request retries)."""
+        try:
+            if self._keyset is None:
+                await self._join(self._start("prefetch"))
+        except Exception:  # startup must not depend on the issuer
+            log.exception("bearerguard.jwks.prefetch_error issuer=%s", self._issuer.issuer)
+
+    async def refresh(self) -> bool:
+        """Fetch now (or join the fetch in flight); True when keys were fetched. Never raises."""
+        return await self._join(self._start("requested"))
+
+    async def aclose(self) -> None:
+        """Cancel a fetch in flight and the metadata's (at shutdown)."""
+        task = self._current_task()  # a task of an event loop that is gone is just dropped
+        self._task = None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})  # let it finish unwinding; its cancellation is ours
+        await self._metadata.aclose()
+
+    # -- the single flight -------------------------------------------------------
+
+    def _current_task(self) -> asyncio.Task[bool] | None:
+        task = self._task
+        if task is None:
+            return None
+        if task.done() or task.get_loop() is not asyncio.get_running_loop():
+            # Done, or left behind by an event loop that is gone (a test client's, say).
+            self._task = None
+            return None
+        return task
+
+    def _start(self, reason: str) -> asyncio.Task[bool]:
+        task = self._current_task()
+        if task is None:
+            self._started += 1
+            task = asyncio.get_running_loop().create_task(
+                self._refresh(reason, self._started),
+                name=f"bearerguard-jwks-{reason}",
+            )
+            self._task = task
+        return task
+
+    async def _join(self, task: asyncio.Task[bool] | None = None) -> bool:
+        task = task if task is not None else self._current_task()
+        if task is None:
+            return self._last_ok
+        # shield: a request that gives up must not cancel the fetch others wait on.
+        return await asyncio.shield(task)
+
+    async def _refresh(self, reason: str, seq: int) -> bool:
+        """One fetch of the JWKS; records the outcome and never raises."""
+        try:
+            metadata = await self._metadata.get()
+            if metadata.jwks_uri is None:
+                raise _JWKSError("the issuer publishes no jwks_uri")
+            self.fetches += 1
+            result = await fetch_json(
+                self._client, metadata.jwks_uri, policy=self._policy, headers=_ACCEPT
+            )
+            fetched_at = self._clock()
+            keyset = KeySet.from_jwks(
+                result.document,
+                issuer=self._issuer.issuer,
+                algorithms=self._issuer.algorithms,
+                max_keys=self._policy.max_keys,
+                fetched_at=fetched_at,
+            )
+            if not keyset.keys and keyset.skipped:
+                raise _JWKSError(f"none of the {keyset.skipped} keys is usable")
+        except (Unavailable, UpstreamError, _JWKSError, ValueError) as exc:
+            self._failed(reason, exc)
+            return False
+        except Exception as exc:  # a bug must not kill the cache
+            log.exception("bearerguard.jwks.internal_error issuer=%s", self._issuer.issuer)
+            self._failed(reason, exc)
+            return False
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+        self._install(keyset, result.max_age, seq)
+        return True
+
+    def _install(self, new: KeySet, max_age: float | None, seq: int) -> None:
+        policy = self._policy
+        ttl = policy.default_ttl if max_age is None else max_age
+        ttl = min(max(ttl, policy.min_ttl), policy.max_ttl)
+        old = self._keyset
+        if old is not None:
+            new = new.adopt_from(old)
+            old.retire_missing(new)
+        changed = old is None or {k.identity() for k in old.keys} != {
+            k.identity() for k in new.keys
+        }
+        self._keyset = new
+        self._fetched_at = new.fetched_at
+        self._ttl = ttl
+        self._last_ok = True
+        self._ok_seq = max(self._ok_seq, seq)
+        self._backoff.succeeded()
+        if changed:
+            self._generation += 1
+        kids = {k.kid for k in new.keys}
+        log.info(
+            "bearerguard.jwks.fetched issuer=%s keys=%d skipped=%d ttl=%.0fs",
+            self._issuer.issuer,
+            len(new.keys),
+            new.skipped,
+            ttl,
+        )
+        if old is not None and changed:
+            before = {k.kid for k in old.keys}
+            log.info(
+                "bearerguard.jwks.rotated issuer=%s added=%s removed=%s generation=%d",
+                self._issuer.issuer,
+                sorted(str(k) for k in kids - before),
+                sorted(str(k) for k in before - kids),
+                self._generation,
+            )
+
+    def _failed(self, reason: str, exc: Exception) -> None:
+        self.failures += 1
+        self._last_ok = False
+        hint = exc.retry_after if isinstance(exc, UpstreamError) else None
+        delay = self._backoff.failed(self._clock(), hint=hint)
+        log.warning(
+            "bearerguard.jwks.fetch_failed issuer=%s trigger=%s reason=%s retry_in=%.0fs keys=%s",
+            self._issuer.issuer,
+            reason,
+            exc.description if isinstance(exc, Unavailable) else exc,
+            delay,
+            "none" if self._keyset is None else "last_known_good",
+        )
+
+    def _unavailable(self, now: float) -> Unavailable:
+        return Unavailable(
+            "The issuer's signing keys are unavailable",
+            retry_after=max(1, math.ceil(self._backoff.remaining(now))),
+            reason="jwks_unavailable",
+        )

@@ -1,0 +1,238 @@
+"""Authorization server metadata (OIDC Discovery 1.0, RFC 8414): where the keys live.
+
+The document is trusted only when its ``issuer`` equals the configured one exactly
+(RFC 8414 §3.3): otherwise a compromised or misconfigured server could point us at
+someone else's keys. A failure here is the upstream's or the configuration's
+fault, never the token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from bearerguard.config import Issuer
+from bearerguard.errors import Unavailable
+from bearerguard.fetch import Backoff, UpstreamError, check_url, fetch_json
+
+__all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
+
+log = logging.getLogger("bearerguard.metadata")
+
+_OIDC_SUFFIX = "/.well-known/openid-configuration"
+_RFC8414_PREFIX = "/.well-known/oauth-authorization-server"
+#: The metadata members bearerguard dereferences; each must pass :func:`check_url`.
+_URL_MEMBERS = ("jwks_uri", "introspection_endpoint")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    """What bearerguard uses from an authorization server's metadata, plus the raw document."""
+
+    issuer: str
+    jwks_uri: str | None
+    introspection_endpoint: str | None
+    raw: Mapping[str, Any]
+
+
+def discovery_urls(issuer: str) -> tuple[str, str]:
+    """Where to look for metadata, in order: OIDC Discovery §4, then RFC 8414 §3.1.
+
+    OIDC appends the well-known suffix to the issuer; RFC 8414 inserts its
+    well-known segment between the host and the issuer's path.
+    """
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    oidc = urlunsplit((parts.scheme, parts.netloc, path + _OIDC_SUFFIX, "", ""))
+    rfc8414 = urlunsplit((parts.scheme, parts.netloc, _RFC8414_PREFIX + path, "", ""))
+    return oidc, rfc8414
+
+
+class _MetadataError(Exception):
+    """A metadata document that must not be used; the message is safe to log."""
+
+
+class MetadataResolver:
+    """Finds and caches one issuer's metadata: single-flight, last-known-good, backoff.
+
+    When ``jwks_uri`` is configured (or discovery is off) the metadata is built from
+    the configuration and no request is ever made.
+    """
+
+    def __init__(
+        self,
+        issuer: Issuer,
+        client: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._issuer = issuer
+        self._client = client
+        self._clock = clock
+        self._policy = issuer.fetch
+        for configured in (issuer.jwks_uri, issuer.introspection_endpoint):
+            if configured is not None:
+                check_url(configured)
+        self._static: ServerMetadata | None = None
+        if issuer.jwks_uri is not None or not issuer.discovery:
+            self._static = ServerMetadata(
+                issuer=issuer.issuer,
+                jwks_uri=issuer.jwks_uri,
+                introspection_endpoint=issuer.introspection_endpoint,
+                raw=MappingProxyType({}),
+            )
+        self._cached: ServerMetadata | None = None
+        self._fetched_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._backoff = Backoff(self._policy.cooldown)
+        #: HTTP requests made and failed attempts, for tests and metrics.
+        self.fetches = 0
+        self.failures = 0
+
+    @property
+    def cached(self) -> ServerMetadata | None:
+        """The metadata in hand (configured or last fetched), without any network call."""
+        return self._static if self._static is not None else self._cached
+
+    async def get(self) -> ServerMetadata:
+        """The issuer's metadata; raises ``Unavailable`` only when none was ever had."""
+        if self._static is not None:
+            return self._static
+        now = self._clock()
+        cached = self._cached
+        if cached is not None and now - self._fetched_at < self._policy.max_ttl:
+            return cached
+        task = self._current_task()
+        if task is None:
+            if not self._backoff.allows(now):
+                if cached is not None:
+                    return cached
+                raise self._unavailable(now)
+            task = self._task = asyncio.get_running_loop().create_task(self._refresh())
+        # shield: a caller that gives up must not cancel the fetch others are waiting on.
+        await asyncio.shield(task)
+        if self._cached is not None:
+            return self._cached
+        raise self._unavailable(self._clock())
+
+    async def aclose(self) -> None:
+        """Cancel a fetch in flight (at shutdown)."""
+        task = self._current_task()  # a task of an event loop that is gone is just dropped
+        self._task = None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})  # let it finish unwinding; its cancellation is ours
+
+    def _current_task(self) -> asyncio.Task[None] | None:
+        task = self._task
+        if task is not None and (task.done() or task.get_loop() is not asyncio.get_running_loop()):
+            self._task = task = None  # finished, or left behind by an event loop that is gone
+        return task
+
+    def _unavailable(self, now: float) -> Unavailable:
+        wait = self._backoff.remaining(now)
+        return Unavailable(
+            "The authorization server's metadata is unavailable",
+            retry_after=max(1, math.ceil(wait)),
+            reason="metadata_unavailable",
+        )
+
+    async def _refresh(self) -> None:
+        """One discovery attempt; records the outcome and never raises."""
+        try:
+            metadata = await self._discover()
+        except (_MetadataError, UpstreamError) as exc:
+            self._failed(exc)
+        except Exception as exc:  # a bug must not kill the resolver
+            log.exception("bearerguard.metadata.internal_error issuer=%s", self._issuer.issuer)
+            self._failed(exc)
+        else:
+            self._cached = metadata
+            self._fetched_at = self._clock()
+            self._backoff.succeeded()
+            log.info(
+                "bearerguard.metadata.fetched issuer=%s jwks_uri=%s",
+                self._issuer.issuer,
+                metadata.jwks_uri,
+            )
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        hint = exc.retry_after if isinstance(exc, UpstreamError) else None
+        delay = self._backoff.failed(self._clock(), hint=hint)
+        log.warning(
+            "bearerguard.metadata.fetch_failed issuer=%s reason=%s retry_in=%.0fs have_cached=%s",
+            self._issuer.issuer,
+            exc,
+            delay,
+            self._cached is not None,
+        )
+
+    async def _discover(self) -> ServerMetadata:
+        issuer = self._issuer.issuer
+        try:
+            check_url(issuer)
+        except ValueError as exc:
+            raise _MetadataError(f"issuer is not a URL discovery can use: {exc}") from None
+        parts = urlsplit(issuer)
+        if parts.query or parts.fragment:
+            raise _MetadataError("issuer must not have a query or fragment (RFC 8414 §2)")
+        last: UpstreamError | None = None
+        for url in discovery_urls(issuer):
+            self.fetches += 1
+            try:
+                result = await fetch_json(self._client, url, policy=self._policy)
+            except UpstreamError as exc:
+                last = exc
+                if exc.status is None:  # network or timeout: the next URL is on the same host
+                    raise
+                continue
+            if not isinstance(result.document, Mapping):
+                last = UpstreamError("metadata is not a JSON object", status=result.status)
+                continue
+            return self._validate(result.document)
+        assert last is not None
+        raise last
+
+    def _validate(self, document: Mapping[str, Any]) -> ServerMetadata:
+        configured = self._issuer.issuer
+        found = document.get("issuer")
+        if found != configured:
+            log.error(
+                "bearerguard.metadata.issuer_mismatch configured=%r found=%r",
+                configured,
+                found if isinstance(found, str) and len(found) <= 200 else type(found).__name__,
+            )
+            raise _MetadataError("metadata issuer does not equal the configured issuer")
+        urls: dict[str, str | None] = {}
+        for member in _URL_MEMBERS:
+            value = document.get(member)
+            if value is None:
+                urls[member] = None
+                continue
+            if not isinstance(value, str):
+                raise _MetadataError(f"metadata {member} is not a string")
+            try:
+                check_url(value)
+            except ValueError as exc:
+                raise _MetadataError(f"metadata {member} refused: {exc}") from None
+            urls[member] = value
+        return ServerMetadata(
+            issuer=configured,
+            jwks_uri=urls["jwks_uri"],
+            introspection_endpoint=self._issuer.introspection_endpoint
+            or urls["introspection_endpoint"],
+            raw=MappingProxyType(dict(document)),
+        )
