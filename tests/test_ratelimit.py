@@ -470,7 +470,7 @@ async def test_route_limit_follows_the_middleware_fail_mode(limiters: list[RateL
     assert not own.fail_closed and own.strategy == "moving-window"
 
 
-async def test_decorated_starlette_endpoint_is_limited() -> None:
+async def test_decorated_starlette_endpoint_answers_429_itself() -> None:
     from starlette.requests import Request
 
     calls = []
@@ -484,8 +484,11 @@ async def test_decorated_starlette_endpoint_is_limited() -> None:
     scope = route_scope(tok, method="GET", headers=[], query_string=b"")
     assert await endpoint(Request(scope)) == "ok"
     assert await endpoint(Request(scope)) == "ok"
-    with pytest.raises(RateLimited):
-        await endpoint(Request(scope))
+    refused = await endpoint(Request(scope))
+    assert refused.status_code == 429
+    assert refused.headers["ratelimit-remaining"] == "0"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert DECISION_SCOPE_KEY not in scope  # the refusal's headers are the only ones sent
     assert len(calls) == 2
     await endpoint.rate_limit.aclose()  # type: ignore[attr-defined]
 
@@ -499,8 +502,26 @@ async def test_decorated_sync_endpoint_runs_in_the_threadpool() -> None:
 
     scope = route_scope(token(), method="GET", headers=[], query_string=b"")
     assert await endpoint(Request(scope)) == "ok"
+    assert (await endpoint(Request(scope))).status_code == 429
+
+
+async def test_decorated_websocket_endpoint_raises_for_the_middleware() -> None:
+    from starlette.websockets import WebSocket
+
+    @rate_limited("1/minute")
+    async def endpoint(websocket: WebSocket) -> None: ...
+
+    scope = route_scope(token(), headers=[], query_string=b"")
+    scope["type"] = "websocket"
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None: ...
+
+    await endpoint(WebSocket(scope, receive, send))
     with pytest.raises(RateLimited):
-        await endpoint(Request(scope))
+        await endpoint(WebSocket(scope, receive, send))
 
 
 def test_decorator_refuses_an_endpoint_without_the_request() -> None:

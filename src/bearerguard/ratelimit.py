@@ -33,8 +33,10 @@ from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.types import Scope
 
+from bearerguard.challenge import answer_for
 from bearerguard.errors import RateLimited, Unavailable
 from bearerguard.tokens import AccessToken
 
@@ -585,6 +587,10 @@ def rate_limited(
 
     Same behaviour as :class:`rate_limit`; the endpoint (function or
     ``HTTPEndpoint`` method) must receive the request, which is how it is found.
+    The 429 (or 503) is returned as the endpoint's response rather than raised, so
+    it is the same answer however the middleware is mounted: wrapped around a
+    Starlette app from outside, a raised error would meet Starlette's
+    ``ServerErrorMiddleware`` first and become a 500.
     """
 
     def decorate(endpoint: F) -> F:
@@ -606,7 +612,12 @@ def rate_limited(
                 (a for a in (*args, *kwargs.values()) if isinstance(a, HTTPConnection)), None
             )
             if conn is not None:
-                await guard.check(conn.scope)
+                try:
+                    await guard.check(conn.scope)
+                except (RateLimited, Unavailable) as error:
+                    if conn.scope.get("type") != "http":
+                        raise
+                    return _answer(conn.scope, error)
             if is_async:
                 return await endpoint(*args, **kwargs)
             return await run_in_threadpool(cast(Callable[..., Any], endpoint), *args, **kwargs)
@@ -615,6 +626,16 @@ def rate_limited(
         return cast(F, wrapper)
 
     return decorate
+
+
+def _answer(scope: Scope, error: RateLimited | Unavailable) -> Response:
+    """The RFC 6750-shaped answer for a refusal, carrying its own RateLimit headers."""
+    # The refusal's headers replace any decision left on the scope, so none is sent twice.
+    scope.pop(DECISION_SCOPE_KEY, None)
+    answer = answer_for(error, realm="")
+    response = Response(answer.body, status_code=answer.status)
+    response.raw_headers = list(answer.headers)
+    return response
 
 
 def record_decision(scope: Scope, decision: RateLimitDecision) -> None:
