@@ -1,0 +1,631 @@
+"""A development authorization server for tests and demos. NEVER use it in production.
+
+:class:`TestIssuer` generates throw-away keys, mints access tokens (good ones and
+deliberately broken ones) and serves discovery and a JWKS over real HTTP on
+127.0.0.1, with switches for the events an API must survive: key rotation, an IdP
+outage, a slow IdP, odd caching headers. It holds private keys in memory and
+answers anyone on the loopback interface, which is exactly why it is a testing
+tool and nothing else.
+
+It does not depend on pytest and works inside or outside an event loop::
+
+    with TestIssuer() as issuer:
+        app.add_middleware(BearerAuthMiddleware, issuer=issuer.issuer, audience=issuer.audience)
+        client.get("/items", headers=issuer.auth_header(scope="read:items"))
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import get_default_algorithms
+
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "RecordedRequest",
+    "Response",
+    "TestIssuer",
+    "generate_key",
+    "tamper",
+]
+
+#: The audience minted tokens carry unless told otherwise.
+DEFAULT_AUDIENCE = "https://api.example.com"
+
+_ALGORITHMS = get_default_algorithms()
+_SIGNING_ALGS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
+_ALG_FOR_CURVE = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+_MAX_REQUEST_BODY = 1024 * 1024
+
+
+class _Default:
+    """Marks an argument left out, where ``None`` means something (omit the claim/header)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+_DEFAULT: Any = _Default()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def generate_key(alg: str) -> Any:
+    """A fresh private key for ``alg``: RSA 2048 (RS*, PS*), the matching EC curve, Ed25519."""
+    if alg.startswith(("RS", "PS")):
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg in _CURVES:
+        return ec.generate_private_key(_CURVES[alg])
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"TestIssuer cannot make keys for {alg!r}; use one of {_SIGNING_ALGS}")
+
+
+def _alg_for_key(key: Any) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _ALG_FOR_CURVE[key.curve.name]
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    raise ValueError("pass alg= for this kind of key")
+
+
+def tamper(token: str) -> str:
+    """The same token with one signature character changed: a signature that does not verify."""
+    head, payload, signature = token.split(".")
+    decoded = bytearray(_b64decode(signature) or b"\x00")
+    decoded[len(decoded) // 2] ^= 0x01
+    return f"{head}.{payload}.{_b64(bytes(decoded))}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request the issuer received (headers with lower-case names)."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A canned answer; ``body`` is bytes as-is, anything else is sent as JSON."""
+
+    status: int = 200
+    body: Any = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: False sends no Content-Length and closes the connection to end the body.
+    content_length: bool = True
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body).encode()
+
+
+Handler = Callable[[RecordedRequest], "Response | None"]
+
+
+@dataclass(slots=True)
+class _Key:
+    kid: str
+    alg: str
+    private: Any
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = _ALGORITHMS[self.alg].to_jwk(self.private.public_key(), as_dict=True)
+        jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
+        return jwk
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: TestIssuer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hangs up during a delay is part of the tests."""
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        length = self.headers.get("Content-Length", "0")
+        size = min(int(length), _MAX_REQUEST_BODY) if length.isdigit() else 0
+        body = self.rfile.read(size) if size else b""
+        parts = urlsplit(self.path)
+        request = RecordedRequest(
+            method=method,
+            path=parts.path,
+            query=parts.query,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        response = self.server.owner._answer(request)
+        self.close_connection = True
+        if response is None:  # simulate an IdP that drops the connection
+            return
+        payload = response.encoded()
+        self.send_response(response.status)
+        headers = {"Content-Type": "application/json", **response.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if response.content_length:
+            self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: test output is not the place for an access log."""
+
+
+class TestIssuer:
+    """A development authorization server on 127.0.0.1, for tests and demos only.
+
+    It starts serving when created and stops on :meth:`close` (or leaving a
+    ``with`` block). ``algorithms`` names the keys it makes, one per algorithm;
+    the first one signs by default.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        algorithms: Iterable[str] = ("RS256",),
+        *,
+        port: int = 0,
+        audience: str = DEFAULT_AUDIENCE,
+        path: str = "",
+        client_id: str = "test-client",
+    ) -> None:
+        algs = tuple(algorithms)
+        if not algs:
+            raise ValueError("TestIssuer needs at least one algorithm")
+        if path and (not path.startswith("/") or path.endswith("/")):
+            raise ValueError("path must start with '/' and not end with one")
+        self.audience = audience
+        self.client_id = client_id
+        self._path = path
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._counter = 0
+        self._published: list[_Key] = []
+        self._current: dict[str, _Key] = {}
+        self._default_alg = algs[0]
+        for alg in dict.fromkeys(algs):
+            self._add_key(alg)
+        #: Requests received, by path (query left out).
+        self.requests: Counter[str] = Counter()
+        #: The latest requests received, oldest first (at most 200).
+        self.received: deque[RecordedRequest] = deque(maxlen=200)
+        self._outage: Literal["503", "close"] | None = None
+        self._delay = 0.0
+        self._cache_control: str | None = None
+        self._jwks_override: Any = _DEFAULT
+        self._metadata_override: Any = _DEFAULT
+        self._routes: dict[str, Response] = {}
+        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._server = _Server(("127.0.0.1", port), _RequestHandler)
+        self._server.owner = self
+        self.port: int = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"bearerguard-test-issuer-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop serving (idempotent); a request held by :meth:`delay` is released."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    stop = close
+
+    def __enter__(self) -> TestIssuer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TestIssuer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TestIssuer({self.issuer!r}, kids={self.kids!r})"
+
+    # -- where things are --------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        """The issuer identifier, ``http://127.0.0.1:PORT`` plus the optional path."""
+        return self.base_url + self._path
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/jwks"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.issuer + "/introspect"
+
+    @property
+    def discovery_path(self) -> str:
+        """The OIDC discovery path (``{issuer}/.well-known/openid-configuration``)."""
+        return self._path + "/.well-known/openid-configuration"
+
+    @property
+    def rfc8414_path(self) -> str:
+        """The RFC 8414 §3.1 path: the well-known segment goes before the issuer's path."""
+        return "/.well-known/oauth-authorization-server" + self._path
+
+    @property
+    def jwks_path(self) -> str:
+        return self._path + "/jwks"
+
+    def url(self, path: str) -> str:
+        """An absolute URL on this server for ``path`` (which starts with ``/``)."""
+        return self.base_url + path
+
+    # -- keys --------------------------------------------------------------------
+
+    def _add_key(self, alg: str, private: Any = None) -> _Key:
+        with self._lock:
+            self._counter += 1
+            private = private if private is not None else generate_key(alg)
+            thumb = hashlib.sha256(repr(private.public_key()).encode() + uuid.uuid4().bytes)
+            key = _Key(f"{alg.lower()}-{self._counter}-{thumb.hexdigest()[:8]}", alg, private)
+            self._published.append(key)
+            self._current[alg] = key
+            return key
+
+    @property
+    def kids(self) -> list[str]:
+        """The ``kid`` of every key published in the JWKS, oldest first."""
+        with self._lock:
+            return [k.kid for k in self._published]
+
+    @property
+    def signing_kid(self) -> str:
+        """The ``kid`` tokens are signed with by default."""
+        with self._lock:
+            return self._current[self._default_alg].kid
+
+    @property
+    def signing_key(self) -> Any:
+        """The private key tokens are signed with by default (a ``cryptography`` key)."""
+        with self._lock:
+            return self._current[self._default_alg].private
+
+    @property
+    def signing_alg(self) -> str:
+        return self._default_alg
+
+    def rotate(self, alg: str | None = None) -> str:
+        """Make a new key that signs from now on; the old one stays published. Returns its kid."""
+        with self._lock:
+            alg = alg or self._default_alg
+            key = self._add_key(alg)
+            self._default_alg = alg
+            return key.kid
+
+    def add_key(self, alg: str) -> str:
+        """Publish a new key for ``alg`` that signs ``mint(alg=alg)``; the default alg stays."""
+        return self._add_key(alg).kid
+
+    def drop_old_keys(self) -> list[str]:
+        """Publish only the current signing key of each algorithm; returns the kids dropped."""
+        with self._lock:
+            current = {id(k) for k in self._current.values()}
+            dropped = [k.kid for k in self._published if id(k) not in current]
+            self._published = [k for k in self._published if id(k) in current]
+            return dropped
+
+    def unpublish(self, kid: str) -> None:
+        """Remove one key from the JWKS (it may still sign, for tests of removed keys)."""
+        with self._lock:
+            self._published = [k for k in self._published if k.kid != kid]
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWK Set as normally published (public keys only)."""
+        with self._lock:
+            return {"keys": [k.public_jwk() for k in self._published]}
+
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document as normally served."""
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_uri,
+            "introspection_endpoint": self.introspection_endpoint,
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "introspection_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+        }
+
+    # -- tokens ------------------------------------------------------------------
+
+    def claims(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        audience: Any = _DEFAULT,
+        expires_in: float | None = 300,
+        drop: Collection[str] = (),
+    ) -> dict[str, Any]:
+        """The claims :meth:`mint` would sign: sensible defaults, then ``claims`` over them.
+
+        ``audience=None`` or ``expires_in=None`` leave ``aud`` or ``exp`` out; ``drop``
+        removes any claim by name.
+        """
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": "test-user",
+            "aud": self.audience if audience is _DEFAULT else audience,
+            "client_id": self.client_id,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+        }
+        if expires_in is not None:
+            body["exp"] = int(now + expires_in)
+        if scope is not None:
+            body["scope"] = scope
+        if body["aud"] is None:
+            del body["aud"]
+        body.update(claims or {})
+        for name in drop:
+            body.pop(name, None)
+        return body
+
+    def mint(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        audience: Any = _DEFAULT,
+        expires_in: float | None = 300,
+        alg: str | None = None,
+        kid: Any = _DEFAULT,
+        headers: Mapping[str, Any] | None = None,
+        key: Any = None,
+        drop: Collection[str] = (),
+    ) -> str:
+        """A signed access token (compact JWS), ``typ`` ``at+jwt`` as RFC 9068 asks.
+
+        ``alg`` picks which of the issuer's keys signs; ``key`` signs with another
+        private key instead (then no ``kid`` unless given). ``kid=None`` leaves the
+        ``kid`` header out, a string puts that value in. ``headers`` are merged last;
+        a ``None`` value removes that header. ``alg="none"`` makes an unsigned token.
+        """
+        body = self.claims(claims, scope=scope, audience=audience, expires_in=expires_in, drop=drop)
+        with self._lock:
+            if key is not None:
+                alg = alg or _alg_for_key(key)
+                private, default_kid = key, None
+            elif alg == "none":
+                private, default_kid = None, None
+            else:
+                alg = alg or self._default_alg
+                if alg not in self._current:
+                    raise ValueError(f"no {alg} key: use TestIssuer(algorithms=...) or add_key()")
+                signer = self._current[alg]
+                private, default_kid = signer.private, signer.kid
+        assert alg is not None
+        header: dict[str, Any] = {"typ": "at+jwt", "alg": alg}
+        chosen_kid = default_kid if kid is _DEFAULT else kid
+        if chosen_kid is not None:
+            header["kid"] = chosen_kid
+        for name, value in (headers or {}).items():
+            if value is None:
+                header.pop(name, None)
+            else:
+                header[name] = value
+        return _sign(header, body, alg, private)
+
+    def auth_header(
+        self, claims: Mapping[str, Any] | None = None, **mint_kwargs: Any
+    ) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a token minted with the same arguments."""
+        return {"Authorization": f"Bearer {self.mint(claims, **mint_kwargs)}"}
+
+    # Deliberately broken tokens, one rule each.
+
+    def mint_expired(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Expired an hour ago (well beyond any sane leeway)."""
+        now = int(time.time())
+        return self.mint({"iat": now - 7200, **(claims or {})}, expires_in=-3600, **kwargs)
+
+    def mint_not_yet_valid(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """``nbf`` an hour from now."""
+        return self.mint({"nbf": int(time.time()) + 3600, **(claims or {})}, **kwargs)
+
+    def mint_wrong_audience(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        return self.mint(claims, audience="https://not-this-api.example.com", **kwargs)
+
+    def mint_wrong_issuer(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        return self.mint({"iss": self.issuer + "/other", **(claims or {})}, **kwargs)
+
+    def mint_tampered(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """A good token whose signature was then altered."""
+        return tamper(self.mint(claims, **kwargs))
+
+    def mint_unknown_key(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Signed with a key this issuer never published, under a kid it never used."""
+        alg = kwargs.pop("alg", None) or self._default_alg
+        kwargs.setdefault("kid", f"unknown-{uuid.uuid4().hex[:8]}")
+        return self.mint(claims, alg=alg, key=generate_key(alg), **kwargs)
+
+    def mint_alg_none(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """An unsigned token (``alg: none``), the oldest trick in the book."""
+        return self.mint(claims, alg="none", **kwargs)
+
+    # -- switches ------------------------------------------------------------------
+
+    def outage(self, on: bool = True, *, mode: Literal["503", "close"] = "503") -> None:
+        """Every path answers 503 (``mode="503"``) or drops the connection (``"close"``)."""
+        with self._lock:
+            self._outage = mode if on else None
+
+    def delay(self, seconds: float) -> None:
+        """Wait this long before each answer (0 turns it off)."""
+        with self._lock:
+            self._delay = max(0.0, seconds)
+
+    def cache_control(self, value: str | None) -> None:
+        """The ``Cache-Control`` header of JWKS and metadata answers (``None``: none at all)."""
+        with self._lock:
+            self._cache_control = value
+
+    def serve_jwks(self, document: Any = _DEFAULT) -> None:
+        """Serve this JWKS instead (a JSON value, or raw ``bytes``); no argument restores it."""
+        with self._lock:
+            self._jwks_override = document
+
+    def serve_metadata(self, document: Any = _DEFAULT) -> None:
+        """Serve this discovery document instead (JSON value or ``bytes``); no args restores."""
+        with self._lock:
+            self._metadata_override = document
+
+    def route(
+        self,
+        path: str,
+        *,
+        status: int = 200,
+        body: Any = b"",
+        headers: Mapping[str, str] | None = None,
+        content_length: bool = True,
+    ) -> None:
+        """Answer ``path`` (any method) with this canned response, over anything else there."""
+        with self._lock:
+            self._routes[path] = Response(status, body, dict(headers or {}), content_length)
+
+    def clear_routes(self) -> None:
+        with self._lock:
+            self._routes.clear()
+
+    def add_handler(self, method: str, path: str, handler: Handler) -> None:
+        """Serve ``method path`` with ``handler`` (called in the server's thread)."""
+        with self._lock:
+            self._handlers[(method.upper(), path)] = handler
+
+    def reset_counters(self) -> None:
+        """Forget the requests seen so far."""
+        with self._lock:
+            self.requests.clear()
+            self.received.clear()
+
+    # -- serving (runs in the server's threads) ---------------------------------------
+
+    def _answer(self, request: RecordedRequest) -> Response | None:
+        with self._lock:
+            self.requests[request.path] += 1
+            self.received.append(request)
+            delay = self._delay
+        if delay:
+            self._stopping.wait(delay)
+        with self._lock:
+            if self._outage == "close":
+                return None
+            if self._outage == "503":
+                return Response(503, {"error": "temporarily_unavailable"}, {"Retry-After": "1"})
+            if request.path in self._routes:
+                return self._routes[request.path]
+            handler = self._handlers.get((request.method, request.path))
+            cache = {"Cache-Control": self._cache_control} if self._cache_control else {}
+            jwks_override, metadata_override = self._jwks_override, self._metadata_override
+        if handler is not None:
+            return handler(request)
+        if request.method in ("GET", "HEAD"):
+            if request.path == self.jwks_path:
+                document = self.jwks() if jwks_override is _DEFAULT else jwks_override
+                return Response(
+                    200, document, {"Content-Type": "application/jwk-set+json", **cache}
+                )
+            if request.path in (self.discovery_path, self.rfc8414_path):
+                document = self.metadata() if metadata_override is _DEFAULT else metadata_override
+                return Response(200, document, cache)
+        return Response(404, {"error": "not_found"})
+
+
+def _sign(header: Mapping[str, Any], claims: Mapping[str, Any], alg: str, key: Any) -> str:
+    signing_input = ".".join(
+        _b64(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+    )
+    if alg == "none" or key is None:
+        return signing_input + "."
+    signature = _ALGORITHMS[alg].sign(signing_input.encode("ascii"), key)
+    return f"{signing_input}.{_b64(signature)}"
