@@ -118,6 +118,17 @@ async def test_replicas_see_each_others_hits(
     assert 1 <= caught.value.retry_after <= 60
 
 
+async def test_replicas_on_different_strategies_do_not_break_each_other(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    # A rolling deploy that changes the strategy: each stores another Redis type per key.
+    tok = token()
+    for strategy in STRATEGIES:
+        limiter = make(limiters, "5/minute", storage=server.url, strategy=strategy)
+        assert (await limiter.hit(tok)).remaining == 4
+        assert limiter.storage_errors == 0
+
+
 async def test_plain_redis_uri_uses_the_redis_py_async_client(
     server: RedisServer, limiters: list[RateLimiter]
 ) -> None:

@@ -64,6 +64,7 @@ LIMITER_SCOPE_KEY = "bearerguard.limiter"
 DECISION_SCOPE_KEY = "bearerguard.ratelimit"
 
 _KEYS = ("token", "sub", "client_id")
+_STRATEGY_TAGS = {"moving-window": "mw", "fixed-window": "fw", "sliding-window-counter": "swc"}
 _STRATEGIES: dict[str, type[_Strategy]] = {
     "moving-window": MovingWindowRateLimiter,
     "fixed-window": FixedWindowRateLimiter,
@@ -376,7 +377,9 @@ class RateLimiter:
         shared = self._shared
         if shared.is_down(time.monotonic()):
             return self._without_storage(token, None)
-        ids = (self.namespace, scope, *ident)
+        # The strategy is part of the key: each stores a different Redis type under it, so
+        # replicas mid-way through a strategy change must not meet each other's keys.
+        ids = (self.namespace, _STRATEGY_TAGS[self.strategy], scope, *ident)
         try:
             async with asyncio.timeout(self.storage_timeout):
                 states, refused = await self._consult(items, ids, consume)
