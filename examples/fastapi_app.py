@@ -31,12 +31,13 @@ async def health() -> dict[str, str]:
 
 
 @app.get("/items", dependencies=[Depends(require_scopes("read:items"))])
-async def list_items(token: AccessToken = Depends(current_token)) -> dict[str, object]:  # noqa: B008
+async def list_items(token: AccessToken = Depends(current_token)) -> dict[str, object]:
     return {"owner": token.subject, "items": ["apple", "pear"]}
 
 
 @app.delete("/items/{name}")
 async def delete_item(
-    name: str, token: AccessToken = Depends(require_scopes("write:items"))  # noqa: B008
+    name: str,
+    token: AccessToken = Depends(require_scopes("write:items")),
 ) -> dict[str, object]:
     return {"deleted": name, "by": token.client_id}

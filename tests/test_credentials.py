@@ -36,7 +36,9 @@ def test_two_authorization_headers_are_a_malformed_request() -> None:
         find_in_header(h(b"Bearer a", b"Bearer b"), LIMIT)
 
 
-@pytest.mark.parametrize("value", [b"Bearer a b", b"Bearer a,b", b'Bearer "a"', b"Bearer =a", b"Bearer \xc3\xa9"])
+@pytest.mark.parametrize(
+    "value", [b"Bearer a b", b"Bearer a,b", b'Bearer "a"', b"Bearer =a", b"Bearer \xc3\xa9"]
+)
 def test_token_outside_b64token_grammar_is_a_malformed_request(value: bytes) -> None:
     with pytest.raises(InvalidRequest):
         find_in_header(h(value), LIMIT)

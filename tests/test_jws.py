@@ -48,7 +48,9 @@ def test_duplicate_claim_rejected() -> None:
         parse_jws(token('{"alg":"RS256"}', '{"aud":"a","aud":"b"}'))
 
 
-@pytest.mark.parametrize("payload", ['{"exp":NaN}', '{"exp":Infinity}', '{"exp":-Infinity}', '{"exp":1e999}'])
+@pytest.mark.parametrize(
+    "payload", ['{"exp":NaN}', '{"exp":Infinity}', '{"exp":-Infinity}', '{"exp":1e999}']
+)
 def test_non_finite_numbers_rejected(payload: str) -> None:
     with pytest.raises(InvalidToken):
         parse_jws(token('{"alg":"RS256"}', payload))

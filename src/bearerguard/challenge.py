@@ -10,7 +10,7 @@ from bearerguard.errors import AuthError, InsufficientScope, RateLimited, Unavai
 __all__ = ["Answer", "answer_for", "quote"]
 
 #: RFC 6750 §3: error_description and scope allow %x20-21 / %x23-5B / %x5D-7E only.
-_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
 def quote(value: str) -> str:

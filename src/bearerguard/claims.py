@@ -7,7 +7,7 @@ request path only compares values it already holds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from bearerguard.config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
 from bearerguard.errors import InvalidToken
@@ -22,7 +22,7 @@ _LENIENT_TYP = _AT_JWT | {"jwt", "application/jwt"}
 _RFC9068_REQUIRED = ("sub", "client_id", "iat", "jti")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     # bool is an int in Python but never a NumericDate (RFC 7519 §2); the JSON
     # parser already refuses NaN and Infinity.
     return (type(value) is int) or (type(value) is float)
@@ -105,7 +105,9 @@ class ClaimRules:
     def check_claims(self, claims: Mapping[str, Any], now: float) -> None:
         """Judge ``iss``, ``aud``, the dates and the required claims, one leeway for all."""
         if claims.get("iss") != self.issuer:
-            raise InvalidToken("The access token was not issued by a trusted issuer", reason="bad_iss")
+            raise InvalidToken(
+                "The access token was not issued by a trusted issuer", reason="bad_iss"
+            )
         aud = claims.get("aud")
         if type(aud) is str:
             if aud not in self.audiences:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
-    "DEFAULT_ALGORITHMS",
     "ASYMMETRIC_ALGORITHMS",
+    "DEFAULT_ALGORITHMS",
     "HMAC_ALGORITHMS",
     "FetchPolicy",
     "Issuer",
@@ -17,9 +17,15 @@ __all__ = [
 #: Asymmetric algorithms bearerguard knows how to verify (RFC 7518 §3, RFC 8037).
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
     {
-        "RS256", "RS384", "RS512",
-        "PS256", "PS384", "PS512",
-        "ES256", "ES384", "ES512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
         "EdDSA",
     }
 )
@@ -27,9 +33,15 @@ ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
 HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
 #: The default allowlist: every asymmetric algorithm, never ``none``, never HMAC.
 DEFAULT_ALGORITHMS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512",
-    "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
     "EdDSA",
 )
 
@@ -79,9 +91,7 @@ class Issuer:
     introspection_endpoint: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
-    introspection_auth: Literal["client_secret_basic", "client_secret_post"] = (
-        "client_secret_basic"
-    )
+    introspection_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
     #: What to do with a token that is not a JWS: introspect it, or reject it.
     opaque: Literal["introspect", "reject"] = "introspect"
     #: Introspect every token, JWTs included (for IdPs that revoke JWTs).

@@ -33,7 +33,9 @@ def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> s
     for name, value in headers:
         if name == b"authorization":
             if found is not None:
-                raise InvalidRequest("More than one Authorization header", reason="duplicate_header")
+                raise InvalidRequest(
+                    "More than one Authorization header", reason="duplicate_header"
+                )
             found = value
     if found is None:
         return None

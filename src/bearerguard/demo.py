@@ -29,18 +29,24 @@ def create_demo_app(issuer: str, audience: str = AUDIENCE) -> Any:
     from fastapi import Depends, FastAPI
 
     app = FastAPI(title="bearerguard demo")
-    app.add_middleware(BearerAuthMiddleware, issuer=issuer, audience=audience, exclude_paths=["/health"])
+    app.add_middleware(
+        BearerAuthMiddleware, issuer=issuer, audience=audience, exclude_paths=["/health"]
+    )
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/items")
-    async def items(token: AccessToken = Depends(require_scopes("read:items"))) -> dict[str, Any]:  # noqa: B008
-        return {"items": ["apple", "pear"], "subject": token.subject, "scopes": sorted(token.scopes)}
+    async def items(token: AccessToken = Depends(require_scopes("read:items"))) -> dict[str, Any]:
+        return {
+            "items": ["apple", "pear"],
+            "subject": token.subject,
+            "scopes": sorted(token.scopes),
+        }
 
     @app.post("/items", dependencies=[Depends(require_scopes("write:items"))])
-    async def add_item(token: AccessToken = Depends(current_token)) -> dict[str, Any]:  # noqa: B008
+    async def add_item(token: AccessToken = Depends(current_token)) -> dict[str, Any]:
         return {"created": True, "by": token.subject}
 
     return app
@@ -72,8 +78,12 @@ async def _run(port: int, self_test: bool) -> int:
         app = create_demo_app(issuer.issuer)
         server, task = await _serve(app, port)
         base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        good = issuer.mint({"sub": "alice"}, scope="read:items write:items", audience=AUDIENCE)
-        read_only = issuer.mint({"sub": "bob"}, scope="read:items", audience=AUDIENCE)
+        good = issuer.mint(
+            {"sub": "alice"}, scope="read:items write:items", audience=AUDIENCE, expires_in=3600
+        )
+        read_only = issuer.mint(
+            {"sub": "bob"}, scope="read:items", audience=AUDIENCE, expires_in=3600
+        )
         cases = [
             ("valid token, GET /items", "GET", good, 200),
             ("valid token, POST /items", "POST", good, 200),
@@ -106,15 +116,18 @@ async def _self_test(base: str, cases: list[tuple[str, str, str | None, int]]) -
             ok = response.status_code == expected
             failures += not ok
             challenge = response.headers.get("www-authenticate", "")
-            print(f"{'ok ' if ok else 'FAIL'} {response.status_code} (want {expected}) {label} {challenge}")
-    print(f"self-test: {len(cases) - failures} passed, {failures} failed")
+            mark = "ok  " if ok else "FAIL"
+            print(f"{mark} {response.status_code} (want {expected}) {label} {challenge}")
+    print(f"demo self-test: {len(cases) - failures} of {len(cases)} answers as expected")
     return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bearerguard demo", description=__doc__)
     parser.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
-    parser.add_argument("--self-test", action="store_true", help="run the curl lines itself and exit")
+    parser.add_argument(
+        "--self-test", action="store_true", help="run the curl lines itself and exit"
+    )
     args = parser.parse_args(argv)
     port = 0 if args.self_test and args.port == 8000 else args.port
     with contextlib.suppress(KeyboardInterrupt):

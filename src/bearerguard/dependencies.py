@@ -36,7 +36,7 @@ def current_token(conn: HTTPConnection) -> AccessToken:
     return token
 
 
-class require_scopes:  # noqa: N801 - reads as a function at the call site
+class require_scopes:
     """FastAPI dependency factory: ``Depends(require_scopes("read:items"))``.
 
     Returns the :class:`AccessToken`, so it can stand in for ``current_token``.

@@ -24,9 +24,15 @@ _ALGORITHMS = get_default_algorithms()
 
 #: Which JWK a token's ``alg`` may be verified with (RFC 7518 §3.1, RFC 8037 §3.1).
 _KTY_FOR_ALG: dict[str, str] = {
-    "RS256": "RSA", "RS384": "RSA", "RS512": "RSA",
-    "PS256": "RSA", "PS384": "RSA", "PS512": "RSA",
-    "ES256": "EC", "ES384": "EC", "ES512": "EC",
+    "RS256": "RSA",
+    "RS384": "RSA",
+    "RS512": "RSA",
+    "PS256": "RSA",
+    "PS384": "RSA",
+    "PS512": "RSA",
+    "ES256": "EC",
+    "ES384": "EC",
+    "ES512": "EC",
     "EdDSA": "OKP",
 }
 _CRV_FOR_ALG: dict[str, frozenset[str]] = {
@@ -230,6 +236,8 @@ def shared_secret_keys(
     for alg in algorithms:
         if alg in _HMAC_MIN_BYTES:
             if len(raw) < _HMAC_MIN_BYTES[alg]:
-                raise ValueError(f"{alg} needs a shared secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
+                raise ValueError(
+                    f"{alg} needs a shared secret of at least {_HMAC_MIN_BYTES[alg]} bytes"
+                )
             keys.append(VerificationKey(kid=None, alg=alg, kty="oct", key=raw, issuer=issuer))
     return keys

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Literal
 
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bearerguard.challenge import Answer, answer_for
-from bearerguard.config import DEFAULT_ALGORITHMS, Issuer
+from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard.credentials import find_in_form, find_in_header, find_in_query
 from bearerguard.errors import AuthError, InvalidRequest, MissingToken
 from bearerguard.ratelimit import (
@@ -49,6 +49,14 @@ class BearerAuthMiddleware:
         jwks_uri: str | None = None,
         algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
         leeway: float = 60.0,
+        rfc9068: bool = False,
+        required_claims: Sequence[str] = (),
+        scope_claims: Sequence[str] = ("scope", "scp"),
+        introspection_endpoint: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        opaque: Literal["introspect", "reject"] = "introspect",
+        fetch: FetchPolicy | None = None,
         issuers: Sequence[Issuer] | None = None,
         exclude_paths: Sequence[str] = (),
         realm: str = "api",
@@ -63,14 +71,35 @@ class BearerAuthMiddleware:
         rate_limit_fail_closed: bool = False,
         rate_limiter: RateLimiter | None = None,
         validator: TokenValidator | None = None,
-        **issuer_options: Any,
     ) -> None:
         self.app = app
         if validator is None:
-            validator = TokenValidator(
-                _issuers(issuer, audience, jwks_uri, algorithms, leeway, issuers, issuer_options),
-                max_token_length=max_token_length,
-            )
+            if issuers:
+                if issuer is not None:
+                    raise ValueError("give either issuer=... or issuers=[Issuer(...)], not both")
+            elif issuer is None or audience is None:
+                raise ValueError(
+                    "BearerAuthMiddleware needs issuer= and audience= (or issuers=[...])"
+                )
+            else:
+                issuers = [
+                    Issuer(
+                        issuer=issuer,
+                        audience=audience,
+                        jwks_uri=jwks_uri,
+                        algorithms=tuple(algorithms),
+                        leeway=leeway,
+                        rfc9068=rfc9068,
+                        required_claims=tuple(required_claims),
+                        scope_claims=tuple(scope_claims),
+                        introspection_endpoint=introspection_endpoint,
+                        client_id=client_id,
+                        client_secret=client_secret,
+                        opaque=opaque,
+                        fetch=fetch or FetchPolicy(),
+                    )
+                ]
+            validator = TokenValidator(issuers, max_token_length=max_token_length)
         self.validator = validator
         if rate_limiter is None and rate_limit is not None:
             rate_limiter = RateLimiter(
@@ -143,7 +172,10 @@ class BearerAuthMiddleware:
                 started = True
                 decision = scope.get(DECISION_SCOPE_KEY)
                 if decision is not None and message["type"] == "http.response.start":
-                    message = {**message, "headers": [*message.get("headers", ()), *decision.headers()]}
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", ()), *decision.headers()],
+                    }
             await send(message)
 
         try:
@@ -160,14 +192,18 @@ class BearerAuthMiddleware:
             in_query = find_in_query(scope.get("query_string", b""), limit)
             if in_query is not None:
                 if token is not None:
-                    raise InvalidRequest("The token was sent in more than one place", reason="two_locations")
+                    raise InvalidRequest(
+                        "The token was sent in more than one place", reason="two_locations"
+                    )
                 token = in_query
         if self.token_in_form and scope["type"] == "http" and _is_form(scope):
             body, receive = await _buffer_body(receive)
             in_form = find_in_form(body, limit)
             if in_form is not None:
                 if token is not None:
-                    raise InvalidRequest("The token was sent in more than one place", reason="two_locations")
+                    raise InvalidRequest(
+                        "The token was sent in more than one place", reason="two_locations"
+                    )
                 token = in_form
         return token, receive
 
@@ -182,11 +218,13 @@ class BearerAuthMiddleware:
         if scope["type"] == "websocket":
             await _deny_websocket(scope, receive, send, answer)
             return
-        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
         await send({"type": "http.response.body", "body": answer.body})
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Start fetching keys at startup (without waiting on the IdP) and close the client at shutdown."""
+        """Fetch keys at startup (never waiting on the IdP); close the client at shutdown."""
 
         async def receive_hooked() -> Message:
             message = await receive()
@@ -202,7 +240,6 @@ class BearerAuthMiddleware:
 
         await self.app(scope, receive_hooked, send_hooked)
 
-
     async def aclose(self) -> None:
         """Close the HTTP client, background refreshes and rate-limit storage."""
         await self.validator.aclose()
@@ -210,39 +247,13 @@ class BearerAuthMiddleware:
             await self.rate_limiter.aclose()
 
 
-def _issuers(
-    issuer: str | None,
-    audience: str | Sequence[str] | None,
-    jwks_uri: str | None,
-    algorithms: Sequence[str],
-    leeway: float,
-    issuers: Sequence[Issuer] | None,
-    options: dict[str, Any],
-) -> list[Issuer]:
-    if issuers:
-        if issuer is not None or options:
-            raise ValueError("give either issuer=... or issuers=[Issuer(...)], not both")
-        return list(issuers)
-    if issuer is None or audience is None:
-        raise ValueError("BearerAuthMiddleware needs issuer= and audience= (or issuers=[...])")
-    return [
-        Issuer(
-            issuer=issuer,
-            audience=audience,
-            jwks_uri=jwks_uri,
-            algorithms=tuple(algorithms),
-            leeway=leeway,
-            **options,
-        )
-    ]
-
-
 def _is_form(scope: Scope) -> bool:
     if scope.get("method") in ("GET", "HEAD"):
         return False
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/x-www-form-urlencoded"
+            media_type: bytes = value.split(b";")[0].strip().lower()
+            return media_type == b"application/x-www-form-urlencoded"
     return False
 
 
@@ -258,7 +269,9 @@ async def _buffer_body(receive: Receive) -> tuple[bytes, Receive]:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > _MAX_FORM_BYTES:
-            raise InvalidRequest("The form body is too large to look for a token", reason="body_too_large")
+            raise InvalidRequest(
+                "The form body is too large to look for a token", reason="body_too_large"
+            )
         chunks.append(chunk)
         more = message.get("more_body", False)
     body = b"".join(chunks)
@@ -281,7 +294,11 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, answer: An
         return
     if "websocket.http.response" in scope.get("extensions", {}) or {}:
         await send(
-            {"type": "websocket.http.response.start", "status": answer.status, "headers": answer.headers}
+            {
+                "type": "websocket.http.response.start",
+                "status": answer.status,
+                "headers": answer.headers,
+            }
         )
         await send({"type": "websocket.http.response.body", "body": answer.body})
         return

@@ -12,7 +12,6 @@ from starlette.authentication import BaseUser
 __all__ = ["AccessToken", "TokenUser"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class AccessToken:
     """An access token that passed every check; immutable, and never holding the raw token.
@@ -29,7 +28,9 @@ class AccessToken:
     audience: tuple[str, ...]
     expires_at: float | None
     token_hash: str
-    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
+    claims: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
     kind: Literal["jwt", "opaque"] = "jwt"
     key_id: str | None = None
 

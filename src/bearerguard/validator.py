@@ -125,13 +125,17 @@ class TokenValidator:
             raise
         except Exception:  # defence in depth: a bug here must be a 401, not a 500
             log.exception("bearerguard.validation.internal_error token=%s", token_hash(token)[:12])
-            raise InvalidToken("The access token could not be validated", reason="internal") from None
+            raise InvalidToken(
+                "The access token could not be validated", reason="internal"
+            ) from None
 
     def _issuer_for(self, claims: dict[str, Any]) -> IssuerState:
         iss = claims.get("iss")
         state = self.issuers.get(iss) if type(iss) is str else None
         if state is None:
-            raise InvalidToken("The access token was not issued by a trusted issuer", reason="bad_iss")
+            raise InvalidToken(
+                "The access token was not issued by a trusted issuer", reason="bad_iss"
+            )
         return state
 
     async def _validate_jwt(self, token: str, jws: ParsedJWS) -> AccessToken:
