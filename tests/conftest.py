@@ -1,0 +1,53 @@
+"""Fixtures every test module may use: a real issuer on 127.0.0.1, an HTTP client, a manual clock.
+
+Async tests run on anyio's pytest plugin (``pytest.mark.anyio``) with asyncio only:
+bearerguard's caches are asyncio code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from bearerguard.fetch import new_client
+from bearerguard.testing import TestIssuer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def test_issuer() -> Iterator[TestIssuer]:
+    """A fresh development issuer (one RS256 key) serving on a free loopback port."""
+    with TestIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The client bearerguard itself would use (no automatic redirects)."""
+    async with new_client() as client:
+        yield client
+
+
+class ManualClock:
+    """A clock tests move by hand, so cache lifetimes are tested without sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
