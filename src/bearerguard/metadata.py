@@ -196,8 +196,8 @@ class MetadataResolver:
                 result = await fetch_json(self._client, url, policy=self._policy)
             except UpstreamError as exc:
                 last = exc
-                if exc.status is None:  # network or timeout: the next URL is on the same host
-                    raise
+                if exc.status is None or exc.status >= 500 or exc.status == 429:
+                    raise  # the host itself is down or busy: the next URL is on it too
                 continue
             if not isinstance(result.document, Mapping):
                 last = UpstreamError("metadata is not a JSON object", status=result.status)
