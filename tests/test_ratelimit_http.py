@@ -77,7 +77,7 @@ def fastapi_app(**options: Any) -> FastAPI:
 
     @app.get("/export")
     async def export(
-        decision: RateLimitDecision | None = Depends(rate_limit("1/minute")),  # noqa: B008
+        decision: RateLimitDecision | None = Depends(rate_limit("1/minute")),
     ) -> dict[str, Any]:
         return {"remaining": decision.remaining if decision else None}
 

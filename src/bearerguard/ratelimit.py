@@ -383,25 +383,21 @@ class RateLimiter:
         try:
             async with asyncio.timeout(self.storage_timeout):
                 states, refused = await self._consult(items, ids, consume)
-        except (
-            Exception
-        ) as exc:  # any storage failure: ConnectionError, StorageError, TimeoutError...
+        # Any storage failure (ConnectionError, StorageError, TimeoutError, ...) is an outage.
+        except Exception as exc:
             return self._without_storage(token, exc)
         if shared.down_until:
             shared.down_until = 0.0
             log.info("bearerguard.ratelimit.storage_recovered")
         if refused is not None:
-            decision = _decision(states)
+            wait = max(1, refused.reset)
+            refusal = RateLimitDecision(refused.quota, 0, wait, tuple(states))
             raise RateLimited(
-                retry_after=max(1, refused.reset),
+                retry_after=wait,
                 limit=refused.quota,
                 remaining=0,
-                reset=max(1, refused.reset),
-                headers=tuple(
-                    RateLimitDecision(
-                        refused.quota, 0, max(1, refused.reset), decision.policies
-                    ).headers()
-                ),
+                reset=wait,
+                headers=tuple(refusal.headers()),
             )
         return _decision(states)
 
