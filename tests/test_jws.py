@@ -94,3 +94,22 @@ def test_huge_integer_rejected_not_crashing() -> None:
 def test_claims_round_trip_unicode() -> None:
     payload = json.dumps({"name": "Zoë"})
     assert parse_jws(token('{"alg":"RS256"}', payload)).claims["name"] == "Zoë"
+
+
+def test_header_cache_decodes_each_header_once_and_stays_bounded() -> None:
+    from bearerguard.jws import HEADER_CACHE_SIZE
+
+    cache: dict[str, dict[str, object]] = {}
+    first = parse_jws(token('{"alg":"RS256","kid":"k"}', '{"n":1}'), cache)
+    second = parse_jws(token('{"alg":"RS256","kid":"k"}', '{"n":2}'), cache)
+    assert first.header is second.header and second.claims == {"n": 2}
+    for i in range(HEADER_CACHE_SIZE * 3):
+        parse_jws(token(f'{{"alg":"RS256","kid":"{i}"}}', "{}"), cache)
+    assert len(cache) <= HEADER_CACHE_SIZE
+
+
+def test_header_cache_never_keeps_a_malformed_header() -> None:
+    cache: dict[str, dict[str, object]] = {}
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256","alg":"none"}', "{}"), cache)
+    assert cache == {}

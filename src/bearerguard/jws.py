@@ -11,16 +11,14 @@ from __future__ import annotations
 import binascii
 import json
 import math
-import re
-from base64 import urlsafe_b64decode
 from typing import Any
 
 from bearerguard.errors import InvalidToken
 
 __all__ = ["ParsedJWS", "looks_like_jws", "parse_jws"]
 
-#: Three base64url segments without padding (RFC 7515 §2 "Base64url Encoding").
-_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: base64url to standard base64, so ``binascii``'s strict mode can judge the alphabet.
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 class ParsedJWS:
@@ -38,8 +36,24 @@ class ParsedJWS:
 
 
 def looks_like_jws(token: str) -> bool:
-    """True for the shape of a JWS compact serialization; anything else may be opaque."""
-    return _JWS.fullmatch(token) is not None
+    """True for the shape of a JWS compact serialization; anything else may be opaque.
+
+    Three non-empty segments, and none of the RFC 6750 b64token characters that
+    base64url without padding (RFC 7515 §2) excludes. A character outside that
+    grammar entirely (which the middleware never lets through) is caught by the
+    strict decoding in :func:`parse_jws`. Substring tests instead of a regex: this
+    runs on every uncached request.
+    """
+    return (
+        token.count(".") == 2
+        and "=" not in token
+        and "+" not in token
+        and "/" not in token
+        and "~" not in token
+        and ".." not in token
+        and not token.startswith(".")
+        and not token.endswith(".")
+    )
 
 
 def _reject_constant(name: str) -> Any:
@@ -70,9 +84,11 @@ _decoder = json.JSONDecoder(
 
 
 def _b64decode(segment: str) -> bytes:
+    """Strict base64url: unpadded, alphabet checked by binascii's strict mode."""
     if len(segment) % 4 == 1:
         raise ValueError("impossible base64url length")
-    return urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    padded = (segment + "=" * (-len(segment) % 4)).encode("ascii").translate(_TO_STANDARD)
+    return binascii.a2b_base64(padded, strict_mode=True)
 
 
 def _json_object(segment: str) -> dict[str, Any]:
@@ -82,16 +98,32 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def parse_jws(token: str) -> ParsedJWS:
+#: How many distinct headers a header cache keeps before it starts over.
+HEADER_CACHE_SIZE = 256
+
+
+def parse_jws(token: str, header_cache: dict[str, dict[str, Any]] | None = None) -> ParsedJWS:
     """Split and decode a compact JWS; every malformation is an ``InvalidToken``.
 
     The caller has already checked the size cap and that ``looks_like_jws`` holds.
     A JWE (five segments) never reaches here: it does not match the three-segment
     shape and is refused by the validator.
+
+    ``header_cache`` maps an encoded header to its decoded form: every token one
+    key signs carries the same header, so decoding it once saves about a tenth of
+    a cold validation. The cached dicts are shared and must not be mutated; the
+    cache starts over at :data:`HEADER_CACHE_SIZE` entries, so a stream of
+    distinct headers cannot grow it.
     """
     header_b64, payload_b64, signature_b64 = token.split(".")
     try:
-        header = _json_object(header_b64)
+        header = header_cache.get(header_b64) if header_cache is not None else None
+        if header is None:
+            header = _json_object(header_b64)
+            if header_cache is not None:
+                if len(header_cache) >= HEADER_CACHE_SIZE:
+                    header_cache.clear()
+                header_cache[header_b64] = header
         claims = _json_object(payload_b64)
         signature = _b64decode(signature_b64)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
