@@ -257,9 +257,40 @@ async def test_random_kid_stream_is_bounded_and_cannot_starve_a_rotation(
                 pass
         clock.advance(step)
     fetches = jwks_requests(test_issuer)
+    delay = (accepted_at or 0) - rotate_at
+    print(
+        f"\n[random kids] {int(duration / step) * 10} random-kid requests over {duration:g} s -> "
+        f"{fetches} fetches; the rotation was accepted {delay:g} s after it happened"
+    )
     assert fetches <= duration / cooldown + 1, fetches  # one per cooldown at most
     assert accepted_at is not None and accepted_at - rotate_at <= cooldown
     assert clock.now - start == duration
+
+
+async def test_kid_that_is_not_a_string_is_malformed_not_a_crash(
+    make: Make, test_issuer: TestIssuer
+) -> None:
+    cache = make()
+    await keys_for(cache, test_issuer.mint())
+    for kid in (["a"], {"a": 1}, 7):
+        with pytest.raises(InvalidToken):
+            await cache.get_keys(kid, "RS256")  # type: ignore[arg-type]
+    assert jwks_requests(test_issuer) == 1
+
+
+async def test_clock_going_back_neither_freezes_keys_nor_the_cooldown(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
+    token = test_issuer.mint()
+    await keys_for(cache, token)
+    with pytest.raises(InvalidToken):
+        await cache.get_keys("nobody", "RS256")
+    clock.advance(-86_400)
+    test_issuer.rotate()
+    new_token = test_issuer.mint()
+    assert verifies(await keys_for(cache, new_token), new_token)
+    assert await cache.refresh() and cache.fetched_at == clock.now
 
 
 # -- lifetimes --------------------------------------------------------------------------

@@ -383,7 +383,8 @@ class Backoff:
         self.next_attempt = float("-inf")
 
     def allows(self, now: float) -> bool:
-        return now >= self.next_attempt
+        # The second test lets a clock that went back not stretch the wait beyond the cap.
+        return now >= self.next_attempt or self.next_attempt - now > self._cap
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.next_attempt - now)

@@ -113,18 +113,24 @@ class JWKSCache:
         Raises ``InvalidToken`` (reason ``unknown_kid``) when the issuer does not
         publish ``kid``, and ``Unavailable`` when that cannot be known right now.
         """
+        if kid is not None and type(kid) is not str:
+            raise InvalidToken("The access token is malformed", reason="bad_kid")
         arrival = self._started
         now = self._clock()
         keyset = self._keyset
         age = now - self._fetched_at
         if keyset is None or age > self._policy.max_stale:
             keyset = await self._fresh_enough(now)
-        elif age >= self._policy.refresh_ahead * self._ttl and self._backoff.allows(now):
+        elif self._refresh_due(age) and self._backoff.allows(now):
             self._start("refresh_ahead")
         found = keyset.candidates(kid, alg)
         if found is not None:
             return found
         return await self._unknown_kid(kid, alg, arrival)
+
+    def _refresh_due(self, age: float) -> bool:
+        # A negative age means the clock went back: refresh rather than trust the keys' age.
+        return age >= self._policy.refresh_ahead * self._ttl or age < 0
 
     async def _fresh_enough(self, now: float) -> KeySet:
         """Wait for keys when there are none (or only too stale ones): the only blocking fetch."""
@@ -148,7 +154,7 @@ class JWKSCache:
                 now = self._clock()
                 if (
                     self._last_forced is not None
-                    and now - self._last_forced < self._policy.cooldown
+                    and 0 <= now - self._last_forced < self._policy.cooldown
                 ):
                     break
                 self._last_forced = now
