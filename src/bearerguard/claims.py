@@ -51,6 +51,7 @@ class ClaimRules:
         "issuer",
         "leeway",
         "required",
+        "required_configured",
         "scope_claims",
         "strict_typ",
     )
@@ -75,6 +76,7 @@ class ClaimRules:
         if config.rfc9068:
             required += [c for c in _RFC9068_REQUIRED if c not in required]
         self.required = tuple(required)
+        self.required_configured = tuple(config.required_claims)
         self.scope_claims = tuple(config.scope_claims)
 
     def check_header(self, header: Mapping[str, Any]) -> str:
@@ -102,14 +104,23 @@ class ClaimRules:
             raise InvalidToken("The access token is malformed", reason="bad_kid")
         return alg
 
-    def check_claims(self, claims: Mapping[str, Any], now: float) -> None:
-        """Judge ``iss``, ``aud``, the dates and the required claims, one leeway for all."""
-        if claims.get("iss") != self.issuer:
+    def check_claims(
+        self, claims: Mapping[str, Any], now: float, *, introspected: bool = False
+    ) -> None:
+        """Judge ``iss``, ``aud``, the dates and the required claims, one leeway for all.
+
+        ``introspected``: an RFC 7662 answer (§2.2), where ``iss``, ``aud`` and ``exp``
+        are optional and judged only when present, and RFC 9068's required claims
+        do not apply; one code path judges both kinds of token alike.
+        """
+        if (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
             raise InvalidToken(
                 "The access token was not issued by a trusted issuer", reason="bad_iss"
             )
         aud = claims.get("aud")
-        if type(aud) is str:
+        if introspected and "aud" not in claims:
+            pass
+        elif type(aud) is str:
             if aud not in self.audiences:
                 raise InvalidToken("The access token is not for this audience", reason="bad_aud")
         elif type(aud) is list and aud:
@@ -118,11 +129,12 @@ class ClaimRules:
         else:
             raise InvalidToken("The access token is not for this audience", reason="bad_aud")
         leeway = self.leeway
-        exp = claims.get("exp")
-        if not _is_number(exp):
-            raise InvalidToken("The access token has no valid expiry", reason="bad_exp")
-        if now >= exp + leeway:
-            raise InvalidToken("The access token expired", reason="expired")
+        if not introspected or "exp" in claims:
+            exp = claims.get("exp")
+            if not _is_number(exp):
+                raise InvalidToken("The access token has no valid expiry", reason="bad_exp")
+            if now >= exp + leeway:
+                raise InvalidToken("The access token expired", reason="expired")
         if "nbf" in claims:
             nbf = claims["nbf"]
             if not _is_number(nbf):
@@ -135,7 +147,7 @@ class ClaimRules:
                 raise InvalidToken("The access token's iat is malformed", reason="bad_iat")
             if iat > now + leeway:
                 raise InvalidToken("The access token was issued in the future", reason="iat_future")
-        for name in self.required:
+        for name in self.required_configured if introspected else self.required:
             if claims.get(name) is None:
                 raise InvalidToken(
                     f"The access token lacks the required claim {name!r}", reason="missing_claim"

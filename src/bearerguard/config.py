@@ -96,6 +96,14 @@ class Issuer:
     opaque: Literal["introspect", "reject"] = "introspect"
     #: Introspect every token, JWTs included (for IdPs that revoke JWTs).
     introspect_all: bool = False
+    #: Longest a validated JWT is served from the cache (never past its ``exp``).
+    jwt_cache_ttl: float = 300.0
+    #: Longest an introspection answer is served from the cache (never past its ``exp``).
+    introspection_cache_ttl: float = 60.0
+    #: How long a refusal (bad signature, ``active: false``) is remembered.
+    negative_cache_ttl: float = 10.0
+    #: Share introspection results across replicas in Redis (``redis://...``); optional.
+    cache_url: str | None = None
     #: Skip OIDC/RFC 8414 discovery entirely (then ``jwks_uri`` must be given).
     discovery: bool = True
     fetch: FetchPolicy = field(default_factory=FetchPolicy)

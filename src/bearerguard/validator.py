@@ -1,27 +1,49 @@
 """Where a decision is made: a raw token in, an :class:`AccessToken` or an ``AuthError`` out.
 
 The validator owns one HTTP client, one metadata resolver and one JWKS cache per
-trusted issuer. It is usable without the middleware (the CLI and the benchmarks
-drive it directly), and it never reaches a URL that came from a token: the
-issuer is picked from the configured list by exact ``iss``.
+trusted issuer, and one validation cache for all of them. It is usable without
+the middleware (the CLI and the benchmarks drive it directly), and it never
+reaches a URL that came from a token: the issuer is picked from the configured
+list by exact ``iss``.
+
+Which path a token takes:
+
+* A JWS compact serialization is a JWT: verified with the issuer's keys and
+  judged by its claim rules. A JWT that fails is refused; it is never "rescued"
+  by introspection. With ``introspect_all`` a JWT that passed is also
+  introspected (for issuers that revoke JWTs).
+* Anything else (but a JWE, which is refused) is an opaque token: it goes to
+  the one issuer that introspects opaque tokens (``opaque="introspect"`` with
+  ``client_id`` and ``client_secret``), never to several, so a token is only
+  ever shown to one authorization server. With no such issuer it is a 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import httpx
 
+from bearerguard.cache import (
+    ALWAYS_ACTIVE,
+    DEFAULT_CACHE_SIZE,
+    Generational,
+    KeyLike,
+    SharedCache,
+    ValidationCache,
+)
 from bearerguard.claims import ClaimRules, read_scopes
 from bearerguard.config import HMAC_ALGORITHMS, Issuer
-from bearerguard.errors import AuthError, InvalidToken
+from bearerguard.errors import AuthError, InvalidToken, Unavailable
 from bearerguard.fetch import new_client
+from bearerguard.introspection import Introspector, cache_deadline
 from bearerguard.jwks import JWKSCache
 from bearerguard.jws import ParsedJWS, looks_like_jws, parse_jws
 from bearerguard.keys import VerificationKey, shared_secret_keys
@@ -34,17 +56,30 @@ log = logging.getLogger("bearerguard.validator")
 
 #: Tokens longer than this are refused before any decoding (8 KiB).
 DEFAULT_MAX_TOKEN_LENGTH = 8192
+#: Refusals that depend on the clock, not the token alone: never remembered.
+_TIME_DEPENDENT = frozenset({"not_yet_valid", "iat_future"})
+
+_sha256 = hashlib.sha256
 
 
 def token_hash(token: str) -> str:
     """The hex SHA-256 of the whole token: the only form in which a token is kept or logged."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return _sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class IssuerState:
-    """Everything bearerguard holds for one trusted issuer: rules, metadata, keys."""
+    """Everything bearerguard holds for one trusted issuer: rules, metadata, keys, introspection."""
 
-    __slots__ = ("config", "hmac_keys", "jwks", "metadata", "rules")
+    __slots__ = (
+        "config",
+        "hmac_keys",
+        "introspector",
+        "jwks",
+        "metadata",
+        "namespace",
+        "rules",
+        "shared",
+    )
 
     def __init__(self, config: Issuer, client: httpx.AsyncClient, clock: Callable[[], float]):
         self.config = config
@@ -57,14 +92,38 @@ class IssuerState:
                 config.shared_secret, issuer=config.issuer, algorithms=config.algorithms
             ):
                 self.hmac_keys[key.alg] = (key,)
+        for name in ("jwt_cache_ttl", "introspection_cache_ttl", "negative_cache_ttl"):
+            if getattr(config, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        has_credentials = bool(config.client_id) and config.client_secret is not None
+        self.introspector: Introspector | None = None
+        if has_credentials and (config.opaque == "introspect" or config.introspect_all):
+            self.introspector = Introspector(
+                config, client, metadata=self.metadata, rules=self.rules
+            )
+        elif config.introspect_all:
+            raise ValueError(
+                f"introspect_all for {config.issuer!r} needs client_id and client_secret"
+            )
+        #: Redis keys of this issuer's introspection results live under this name.
+        self.namespace = _sha256(config.issuer.encode()).hexdigest()[:16]
+        self.shared: SharedCache | None = None
 
     @property
     def uses_jwks(self) -> bool:
         return any(a not in HMAC_ALGORITHMS for a in self.rules.algorithms)
 
+    def key_source(self, alg: str) -> Generational:
+        """What judged a signature: the JWKS (whose generation changes on rotation), or a secret."""
+        return ALWAYS_ACTIVE if alg in HMAC_ALGORITHMS else self.jwks
+
 
 class TokenValidator:
-    """Validates bearer tokens against a fixed list of trusted issuers."""
+    """Validates bearer tokens against a fixed list of trusted issuers, with a cache in front.
+
+    ``cache_size`` bounds the accepted-token cache (refusals get a quarter of it,
+    separately); ``0`` turns the cache off. ``clock`` is injectable for tests.
+    """
 
     def __init__(
         self,
@@ -72,6 +131,7 @@ class TokenValidator:
         *,
         client: httpx.AsyncClient | None = None,
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not issuers:
@@ -85,6 +145,30 @@ class TokenValidator:
             if config.issuer in self.issuers:
                 raise ValueError(f"issuer {config.issuer!r} is configured twice")
             self.issuers[config.issuer] = IssuerState(config, self.client, clock)
+        opaque = [
+            s
+            for s in self.issuers.values()
+            if s.introspector is not None and s.config.opaque == "introspect"
+        ]
+        if len(opaque) > 1:
+            raise ValueError(
+                "more than one issuer would introspect opaque tokens "
+                f"({', '.join(s.config.issuer for s in opaque)}); a token must only be shown "
+                "to one authorization server: set opaque='reject' on all but one"
+            )
+        #: The issuer opaque tokens are introspected with, if any.
+        self.opaque_issuer: IssuerState | None = opaque[0] if opaque else None
+        #: Decisions remembered under the token's SHA-256 digest.
+        self.cache = ValidationCache(cache_size)
+        self._cache_on = self.cache.enabled
+        self._shared: dict[str, SharedCache] = {}
+        for state in self.issuers.values():
+            url = state.config.cache_url
+            if url is not None and state.introspector is not None:
+                if url not in self._shared:
+                    self._shared[url] = SharedCache(url)
+                state.shared = self._shared[url]
+        self._inflight: dict[bytes, asyncio.Task[AccessToken]] = {}
         self._prefetch: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -104,8 +188,16 @@ class TokenValidator:
         if self._prefetch is not None:
             self._prefetch.cancel()
             self._prefetch = None
+        inflight = [t for t in self._inflight.values() if not t.done()]
+        self._inflight.clear()
+        for task in inflight:
+            task.cancel()
+        if inflight:
+            await asyncio.wait(inflight)
         for state in self.issuers.values():
             await state.jwks.aclose()
+        for shared in self._shared.values():
+            await shared.aclose()
         if self._owns_client:
             await self.client.aclose()
 
@@ -115,19 +207,32 @@ class TokenValidator:
         """Validate one raw token; every failure is an :class:`AuthError`, never anything else."""
         if len(token) > self.max_token_length:
             raise InvalidToken("The access token is too large", reason="too_large")
-        if not looks_like_jws(token):
-            if token.count(".") == 4:
-                raise InvalidToken("Encrypted tokens are not accepted", reason="jwe")
-            raise InvalidToken("The access token is malformed", reason="malformed")
+        digest = _sha256(token.encode("utf-8", "surrogatepass")).digest()
+        if self._cache_on:
+            cached = self.cache.lookup(digest, self.clock())
+            if cached is not None:
+                return cached
         try:
-            return await self._validate_jwt(token, parse_jws(token))
+            return await self._decide(token, digest)
         except AuthError:
             raise
         except Exception:  # defence in depth: a bug here must be a 401, not a 500
-            log.exception("bearerguard.validation.internal_error token=%s", token_hash(token)[:12])
+            log.exception("bearerguard.validation.internal_error token=%s", digest.hex()[:12])
             raise InvalidToken(
                 "The access token could not be validated", reason="internal"
             ) from None
+
+    async def _decide(self, token: str, digest: bytes) -> AccessToken:
+        if not looks_like_jws(token):
+            if token.count(".") == 4:
+                raise InvalidToken("Encrypted tokens are not accepted", reason="jwe")
+            state = self.opaque_issuer
+            if state is None:
+                raise InvalidToken("The access token is malformed", reason="malformed")
+            return await self._single_flight(
+                digest, functools.partial(self._introspect_opaque, state, token, digest)
+            )
+        return await self._validate_jwt(token, digest, parse_jws(token))
 
     def _issuer_for(self, claims: dict[str, Any]) -> IssuerState:
         iss = claims.get("iss")
@@ -138,13 +243,34 @@ class TokenValidator:
             )
         return state
 
-    async def _validate_jwt(self, token: str, jws: ParsedJWS) -> AccessToken:
+    async def _validate_jwt(self, token: str, digest: bytes, jws: ParsedJWS) -> AccessToken:
         state = self._issuer_for(jws.claims)
         alg = state.rules.check_header(jws.header)
-        key = await self._verify_signature(state, jws, alg)
+        config = state.config
+        try:
+            key = await self._verify_signature(state, jws, alg)
+        except InvalidToken as error:
+            if error.reason == "bad_signature":
+                self._refuse(digest, error, config.negative_cache_ttl, state.key_source(alg))
+            raise
+        now = self.clock()
         claims = jws.claims
-        state.rules.check_claims(claims, self.clock())
-        return self._access_token(state, claims, token_hash(token), key)
+        try:
+            state.rules.check_claims(claims, now)
+            access = self._access_token(state, claims, digest.hex(), key)
+        except InvalidToken as error:
+            self._refuse(digest, error, config.negative_cache_ttl, state.key_source(alg))
+            raise
+        deadline = min(claims["exp"] + state.rules.leeway, now + config.jwt_cache_ttl)
+        if config.introspect_all:
+            return await self._single_flight(
+                digest,
+                functools.partial(
+                    self._introspect_jwt, state, token, digest, access, deadline, key
+                ),
+            )
+        self._accept(digest, access, deadline, key)
+        return access
 
     async def _verify_signature(
         self, state: IssuerState, jws: ParsedJWS, alg: str
@@ -180,3 +306,136 @@ class TokenValidator:
             kind="jwt",
             key_id=key.kid if key is not None else None,
         )
+
+    def _refuse(self, digest: bytes, error: InvalidToken, ttl: float, source: Generational) -> None:
+        """Remember a refusal briefly, unless it depends on the clock rather than the token."""
+        if self._cache_on and ttl > 0 and error.reason not in _TIME_DEPENDENT:
+            self.cache.refuse(digest, error, self.clock() + ttl, source)
+
+    def _accept(self, digest: bytes, access: AccessToken, deadline: float, key: KeyLike) -> None:
+        if self._cache_on:
+            self.cache.accept(digest, access, deadline, key)
+
+    # -- introspection -------------------------------------------------------------
+
+    async def _single_flight(
+        self, digest: bytes, work: Callable[[], Awaitable[AccessToken]]
+    ) -> AccessToken:
+        """Run ``work`` once for all concurrent requests with the same token.
+
+        The shared task is shielded: a request that gives up does not cancel the
+        introspection others are waiting on.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._inflight.get(digest)
+        if task is None or task.get_loop() is not loop:
+            task = loop.create_task(_run(work))
+            self._inflight[digest] = task
+            task.add_done_callback(functools.partial(self._landed, digest))
+        return await asyncio.shield(task)
+
+    def _landed(self, digest: bytes, task: asyncio.Task[AccessToken]) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning if every waiter left
+
+    async def _introspect_opaque(
+        self, state: IssuerState, token: str, digest: bytes
+    ) -> AccessToken:
+        introspector = state.introspector
+        assert introspector is not None
+        config = state.config
+        shared = state.shared
+        if shared is not None:
+            stored = await shared.get(state.namespace, digest)
+            if stored is not None and stored["until"] > self.clock():
+                return self._from_shared(state, digest, stored)
+        endpoint = await introspector.endpoint()
+        if endpoint is None:
+            log.warning(
+                "bearerguard.introspection.no_endpoint issuer=%s token=%s",
+                config.issuer,
+                digest.hex()[:12],
+            )
+            raise InvalidToken("Opaque access tokens are not accepted", reason="no_introspection")
+        document = await introspector.ask(token, endpoint, short_hash=digest.hex()[:12])
+        now = self.clock()
+        try:
+            introspector.judge(document, now)
+            access = introspector.access_token(document, digest.hex())
+        except InvalidToken as error:
+            if error.reason != "inactive" or document.get("active") is False:
+                self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
+            if shared is not None and document.get("active") is False:
+                until = now + config.negative_cache_ttl
+                await shared.put(
+                    state.namespace, digest, {"active": False, "until": until}, until - now
+                )
+            raise
+        deadline = cache_deadline(document, now, config.introspection_cache_ttl)
+        self._accept(digest, access, deadline, ALWAYS_ACTIVE)
+        if shared is not None:
+            value = {"active": True, "claims": dict(document), "until": deadline}
+            await shared.put(state.namespace, digest, value, deadline - now)
+        return access
+
+    def _from_shared(
+        self, state: IssuerState, digest: bytes, stored: dict[str, Any]
+    ) -> AccessToken:
+        """A result another replica stored, judged again with this replica's rules and clock."""
+        introspector = state.introspector
+        assert introspector is not None
+        config = state.config
+        now = self.clock()
+        until = float(stored["until"])
+        if stored["active"] is not True:
+            error = InvalidToken("The access token is not active", reason="inactive")
+            self._refuse(digest, error, min(config.negative_cache_ttl, until - now), ALWAYS_ACTIVE)
+            raise error
+        claims: dict[str, Any] = stored["claims"]
+        try:
+            introspector.judge(claims, now)
+            access = introspector.access_token(claims, digest.hex())
+        except InvalidToken as error:
+            self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
+            raise
+        deadline = min(until, cache_deadline(claims, now, config.introspection_cache_ttl))
+        self._accept(digest, access, deadline, ALWAYS_ACTIVE)
+        return access
+
+    async def _introspect_jwt(
+        self,
+        state: IssuerState,
+        token: str,
+        digest: bytes,
+        access: AccessToken,
+        deadline: float,
+        key: VerificationKey,
+    ) -> AccessToken:
+        """``introspect_all``: a JWT that verified must also be active at its issuer."""
+        introspector = state.introspector
+        assert introspector is not None
+        config = state.config
+        endpoint = await introspector.endpoint()
+        if endpoint is None:
+            # Configured to check every JWT, yet no endpoint is known: fail closed, not 401.
+            raise Unavailable(
+                "The authorization server cannot check the access token right now",
+                reason="introspection_unavailable",
+            )
+        document = await introspector.ask(token, endpoint, short_hash=digest.hex()[:12])
+        now = self.clock()
+        try:
+            introspector.judge(document, now)
+        except InvalidToken as error:
+            if error.reason != "inactive" or document.get("active") is False:
+                self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
+            raise
+        deadline = min(deadline, cache_deadline(document, now, config.introspection_cache_ttl))
+        self._accept(digest, access, deadline, key)
+        return access
+
+
+async def _run(work: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
+    return await work()

@@ -1,0 +1,181 @@
+"""RFC 7662 token introspection: asking the issuer about a token we cannot read ourselves.
+
+The rules, and why:
+
+* The token travels form-encoded in a POST body (§2.1), never in a URL, with
+  ``token_type_hint=access_token``; the resource server authenticates with
+  ``client_secret_basic`` (RFC 6749 §2.3.1: id and secret form-encoded before
+  base64) or ``client_secret_post``. The exchange goes through
+  :func:`~bearerguard.fetch.fetch_json`: a timeout, a size cap, strict JSON with
+  duplicate member names refused, HTML refused, and no redirect for a POST.
+* Only the JSON value ``true`` in ``active`` means active (§2.2): ``"true"``,
+  ``1`` or a missing member all mean "not active".
+* An active answer's ``exp``, ``nbf``, ``iat``, ``iss`` and ``aud`` are judged by
+  the issuer's :class:`~bearerguard.claims.ClaimRules` exactly as a JWT's are,
+  when present; ``scope`` must be a string (or list) of scopes, and a
+  ``token_type`` other than ``Bearer`` (a DPoP-bound or refresh token) is refused.
+* An endpoint that cannot answer (down, timeout, 5xx, HTML, not JSON, oversized,
+  or refusing our own credentials) is the issuer's problem, not the token's:
+  :class:`~bearerguard.errors.Unavailable` (503 with ``Retry-After``), so clients
+  keep their tokens. Nothing about such a failure is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+
+from bearerguard.claims import ClaimRules, read_scopes
+from bearerguard.config import Issuer
+from bearerguard.errors import InvalidToken, Unavailable
+from bearerguard.fetch import UpstreamError, fetch_json
+from bearerguard.metadata import MetadataResolver
+from bearerguard.tokens import AccessToken
+
+__all__ = ["MAX_ANSWER_BYTES", "Introspector", "cache_deadline"]
+
+log = logging.getLogger("bearerguard.introspection")
+
+#: Introspection answers are small; anything larger than this is refused (64 KiB).
+MAX_ANSWER_BYTES = 64 * 1024
+#: ``Retry-After`` when the endpoint failed without suggesting one.
+DEFAULT_RETRY_AFTER = 5
+#: ``token_type`` values that name a bearer access token (RFC 6749 §7.1, case-insensitive).
+_BEARER_TYPES = frozenset({"bearer"})
+
+
+def cache_deadline(claims: Mapping[str, Any], now: float, cap: float) -> float:
+    """When a result about these claims stops being served: never past ``exp``, nor ``now + cap``.
+
+    RFC 7662 §4: a response that carries ``exp`` must not be cached beyond it.
+    """
+    deadline = now + max(0.0, cap)
+    exp = claims.get("exp")
+    if type(exp) is int or type(exp) is float:
+        deadline = min(deadline, float(exp))
+    return deadline
+
+
+class Introspector:
+    """One issuer's RFC 7662 client: it asks about a token and judges the answer.
+
+    ``calls`` counts introspection requests sent and ``failures`` those that got
+    no usable answer, for tests and metrics.
+    """
+
+    def __init__(
+        self,
+        config: Issuer,
+        client: httpx.AsyncClient,
+        *,
+        metadata: MetadataResolver,
+        rules: ClaimRules,
+    ) -> None:
+        if not config.client_id or config.client_secret is None:
+            raise ValueError(
+                f"introspection for {config.issuer!r} needs client_id and client_secret"
+            )
+        if config.introspection_auth not in ("client_secret_basic", "client_secret_post"):
+            raise ValueError(f"unsupported introspection_auth {config.introspection_auth!r}")
+        self.config = config
+        self._client = client
+        self._metadata = metadata
+        self._rules = rules
+        self._policy = replace(
+            config.fetch, max_bytes=min(config.fetch.max_bytes, MAX_ANSWER_BYTES)
+        )
+        self.calls = 0
+        self.failures = 0
+
+    def __repr__(self) -> str:  # never the secret
+        return f"Introspector(issuer={self.config.issuer!r}, client_id={self.config.client_id!r})"
+
+    async def endpoint(self) -> str | None:
+        """The configured endpoint, else the one the metadata names (``None``: there is none).
+
+        Raises ``Unavailable`` when the metadata is needed and cannot be had.
+        """
+        if self.config.introspection_endpoint is not None:
+            return self.config.introspection_endpoint
+        return (await self._metadata.get()).introspection_endpoint
+
+    async def ask(self, token: str, endpoint: str, *, short_hash: str) -> Mapping[str, Any]:
+        """POST the token to ``endpoint``; the answer as a JSON object, or ``Unavailable``."""
+        config = self.config
+        data = {"token": token, "token_type_hint": "access_token"}
+        auth: tuple[str, str] | None = None
+        assert config.client_id is not None and config.client_secret is not None
+        if config.introspection_auth == "client_secret_post":
+            data["client_id"] = config.client_id
+            data["client_secret"] = config.client_secret
+        else:
+            auth = (config.client_id, config.client_secret)
+        self.calls += 1
+        try:
+            result = await fetch_json(
+                self._client, endpoint, policy=self._policy, method="POST", data=data, auth=auth
+            )
+        except UpstreamError as exc:
+            raise self._unavailable(exc.message, exc.retry_after, short_hash) from None
+        document = result.document
+        if not isinstance(document, dict):
+            raise self._unavailable("answer is not a JSON object", None, short_hash)
+        return document
+
+    def judge(self, document: Mapping[str, Any], now: float) -> None:
+        """Raise ``InvalidToken`` unless the answer says active and its claims pass."""
+        if document.get("active") is not True:
+            raise InvalidToken("The access token is not active", reason="inactive")
+        token_type = document.get("token_type")
+        if token_type is not None and (
+            type(token_type) is not str or token_type.lower() not in _BEARER_TYPES
+        ):
+            raise InvalidToken("The token is not a bearer access token", reason="bad_token_type")
+        self._rules.check_claims(document, now, introspected=True)
+        read_scopes(document, self._rules.scope_claims)  # a malformed scope is a refusal
+        username = document.get("username")
+        if username is not None and type(username) is not str:
+            raise InvalidToken("The access token's username is malformed", reason="bad_claim")
+
+    def access_token(self, document: Mapping[str, Any], token_hash: str) -> AccessToken:
+        """The :class:`AccessToken` of an answer that passed :meth:`judge`."""
+        aud = document.get("aud")
+        if type(aud) is str:
+            audience: tuple[str, ...] = (aud,)
+        elif type(aud) is list:
+            audience = tuple(a for a in aud if type(a) is str)
+        else:
+            audience = ()
+        exp = document.get("exp")
+        return AccessToken(
+            issuer=self.config.issuer,
+            subject=document.get("sub"),
+            client_id=document.get("client_id"),
+            scopes=read_scopes(document, self._rules.scope_claims),
+            audience=audience,
+            expires_at=float(exp) if type(exp) is int or type(exp) is float else None,
+            token_hash=token_hash,
+            claims=MappingProxyType(dict(document)),
+            kind="opaque",
+        )
+
+    def _unavailable(self, why: str, hint: float | None, short_hash: str) -> Unavailable:
+        self.failures += 1
+        log.warning(
+            "bearerguard.introspection.failed issuer=%s token=%s reason=%s",
+            self.config.issuer,
+            short_hash,
+            why,
+        )
+        retry_after = DEFAULT_RETRY_AFTER if hint is None else min(60, max(1, math.ceil(hint)))
+        return Unavailable(
+            "The authorization server cannot check the access token right now",
+            retry_after=retry_after,
+            reason="introspection_unavailable",
+        )
