@@ -17,8 +17,10 @@ It does not depend on pytest and works inside or outside an event loop::
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
@@ -252,6 +254,10 @@ class TestIssuer:
         self._metadata_override: Any = _DEFAULT
         self._routes: dict[str, Response] = {}
         self._handlers: dict[tuple[str, str], Handler] = {}
+        #: The resource server's credentials for ``/introspect`` (basic or post).
+        self.introspection_client: tuple[str, str] = ("resource-server", "rs-secret")
+        self._opaque: dict[str, dict[str, Any]] = {}
+        self._revoked: set[str] = set()
         self._server = _Server(("127.0.0.1", port), _RequestHandler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]
@@ -318,6 +324,10 @@ class TestIssuer:
     @property
     def introspection_endpoint(self) -> str:
         return self.issuer + "/introspect"
+
+    @property
+    def introspection_path(self) -> str:
+        return self._path + "/introspect"
 
     @property
     def discovery_path(self) -> str:
@@ -533,6 +543,36 @@ class TestIssuer:
         """An unsigned token (``alg: none``), the oldest trick in the book."""
         return self.mint(claims, alg="none", **kwargs)
 
+    # Opaque tokens, answered by RFC 7662 introspection at ``introspection_path``.
+
+    def mint_opaque(
+        self,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        audience: Any = _DEFAULT,
+        expires_in: float | None = 300,
+        drop: Collection[str] = (),
+    ) -> str:
+        """A random opaque token; introspection answers ``active: true`` with these claims.
+
+        The answer is ``{"active": true, "token_type": "Bearer", ...claims}``; ``claims``
+        override anything, ``drop`` removes members (``drop=("active",)`` included).
+        """
+        token = secrets.token_urlsafe(32)
+        document: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+        document.update(self.claims(claims, scope=scope, audience=audience, expires_in=expires_in))
+        for name in drop:
+            document.pop(name, None)
+        with self._lock:
+            self._opaque[token] = document
+        return token
+
+    def revoke(self, token: str) -> None:
+        """From now on introspection answers ``{"active": false}`` for this token (any kind)."""
+        with self._lock:
+            self._revoked.add(token)
+
     # -- switches ------------------------------------------------------------------
 
     def outage(self, on: bool = True, *, mode: Literal["503", "close"] = "503") -> None:
@@ -609,6 +649,8 @@ class TestIssuer:
             jwks_override, metadata_override = self._jwks_override, self._metadata_override
         if handler is not None:
             return handler(request)
+        if request.method == "POST" and request.path == self.introspection_path:
+            return self._introspect(request)
         if request.method in ("GET", "HEAD"):
             if request.path == self.jwks_path:
                 document = self.jwks() if jwks_override is _DEFAULT else jwks_override
@@ -619,6 +661,62 @@ class TestIssuer:
                 document = self.metadata() if metadata_override is _DEFAULT else metadata_override
                 return Response(200, document, cache)
         return Response(404, {"error": "not_found"})
+
+    def _introspect(self, request: RecordedRequest) -> Response:
+        """RFC 7662 §2: client authentication, then what this issuer knows of the token."""
+        try:
+            form = parse_qs(request.body.decode("ascii"), strict_parsing=True)
+        except (UnicodeDecodeError, ValueError):
+            form = {}
+        fields = {name: values[0] for name, values in form.items() if len(values) == 1}
+        if _client_of(request.headers, fields) != self.introspection_client:
+            return Response(401, {"error": "invalid_client"}, {"WWW-Authenticate": "Basic"})
+        token = fields.get("token")
+        if not token:
+            return Response(400, {"error": "invalid_request"})
+        with self._lock:
+            document = None if token in self._revoked else self._opaque.get(token)
+        if document is None and token not in self._revoked and token.count(".") == 2:
+            document = self._own_jwt_claims(token)
+        exp = document.get("exp") if document is not None else None
+        if document is None or (isinstance(exp, int | float) and exp <= time.time()):
+            return Response(200, {"active": False})
+        return Response(200, document)
+
+    def _own_jwt_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT one of the published keys signed, as an active answer."""
+        try:
+            head, payload, signature = token.split(".")
+            header = json.loads(_b64decode(head))
+            claims = json.loads(_b64decode(payload))
+            raw = _b64decode(signature)
+        except (ValueError, binascii.Error):
+            return None
+        with self._lock:
+            keys = [k for k in self._published if k.kid == header.get("kid")]
+        signing_input = f"{head}.{payload}".encode("ascii")
+        for key in keys:
+            algorithm = _ALGORITHMS[key.alg]
+            if key.alg == header.get("alg") and algorithm.verify(
+                signing_input, key.private.public_key(), raw
+            ):
+                return {"active": True, "token_type": "Bearer", **claims}
+        return None
+
+
+def _client_of(headers: Mapping[str, str], fields: Mapping[str, str]) -> tuple[str, str] | None:
+    """The client credentials of a request: HTTP Basic (RFC 6749 §2.3.1) or the form body."""
+    authorization = headers.get("authorization", "")
+    if authorization.lower().startswith("basic "):
+        try:
+            pair = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
+        except (ValueError, binascii.Error):
+            return None
+        client_id, sep, secret = pair.partition(":")
+        return (unquote_plus(client_id), unquote_plus(secret)) if sep else None
+    if "client_id" in fields and "client_secret" in fields:
+        return (fields["client_id"], fields["client_secret"])
+    return None
 
 
 def _sign(header: Mapping[str, Any], claims: Mapping[str, Any], alg: str, key: Any) -> str:
