@@ -35,7 +35,7 @@ test: $(STAMP) services interop-deps
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check src
 
 typecheck: $(STAMP)
