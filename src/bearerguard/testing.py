@@ -16,6 +16,7 @@ It does not depend on pytest and works inside or outside an event loop::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -32,6 +33,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
@@ -628,6 +630,15 @@ class TestIssuer:
             self.requests.clear()
             self.received.clear()
 
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport answered in-process by the same logic as the socket (no network).
+
+        Every switch (rotation, outage, delay, overrides, handlers) applies alike;
+        ``outage(mode="close")`` becomes an ``httpx.ConnectError``. Use it as
+        ``httpx.AsyncClient(transport=issuer.transport())``.
+        """
+        return _InProcessTransport(self)
+
     # -- serving (runs in the server's threads) ---------------------------------------
 
     def _answer(self, request: RecordedRequest) -> Response | None:
@@ -702,6 +713,32 @@ class TestIssuer:
             ):
                 return {"active": True, "token_type": "Bearer", **claims}
         return None
+
+
+class _InProcessTransport(httpx.AsyncBaseTransport):
+    """Hands requests straight to :meth:`TestIssuer._answer`, as the HTTP server thread does."""
+
+    def __init__(self, owner: TestIssuer) -> None:
+        self._owner = owner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = (await request.aread())[:_MAX_REQUEST_BODY]
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query.decode("ascii", "replace"),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        if self._owner._closed:
+            raise httpx.ConnectError("the test issuer is closed", request=request)
+        # _answer may sleep (delay()): off the event loop, as the real server would be.
+        answer = await asyncio.to_thread(self._owner._answer, recorded)
+        if answer is None:
+            raise httpx.ConnectError("the test issuer dropped the connection", request=request)
+        headers = {"Content-Type": "application/json", **answer.headers}
+        content = b"" if request.method == "HEAD" else answer.encoded()
+        return httpx.Response(answer.status, headers=headers, content=content, request=request)
 
 
 def _client_of(headers: Mapping[str, str], fields: Mapping[str, str]) -> tuple[str, str] | None:
