@@ -17,7 +17,14 @@ from starlette.requests import HTTPConnection
 from bearerguard.errors import InsufficientScope, MissingToken
 from bearerguard.tokens import AccessToken, TokenUser
 
-__all__ = ["current_token", "optional_token", "require_scopes", "requires_scopes"]
+__all__ = [
+    "SCHEME_NAME",
+    "bearer_scheme",
+    "current_token",
+    "optional_token",
+    "require_scopes",
+    "requires_scopes",
+]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -36,18 +43,94 @@ def current_token(conn: HTTPConnection) -> AccessToken:
     return token
 
 
+#: The name of bearerguard's security scheme in the OpenAPI document.
+SCHEME_NAME = "BearerAuth"
+
+
+@functools.cache
+def bearer_scheme() -> Any:
+    """The FastAPI security scheme behind every ``require_scopes``: an HTTP bearer (JWT) scheme.
+
+    Built on first use, so Starlette-only applications never import FastAPI, and
+    shared, so every route names the same scheme. :func:`bearerguard.openapi.install`
+    can add OAuth2 flows from the issuer's metadata next to it.
+    """
+    from fastapi.openapi.models import HTTPBearer
+    from fastapi.security.base import SecurityBase
+
+    class BearerScheme(SecurityBase):
+        """Documents the bearer token; at run time it only hands over the validated token."""
+
+        def __init__(self) -> None:
+            self.model = HTTPBearer(
+                bearerFormat="JWT",
+                description="An OAuth 2.0 access token, sent as `Authorization: Bearer <token>`.",
+            )
+            self.scheme_name = SCHEME_NAME
+
+        async def __call__(self, conn: HTTPConnection) -> AccessToken:
+            return current_token(conn)
+
+        def __repr__(self) -> str:
+            return "bearer_scheme()"
+
+    return BearerScheme()
+
+
+class _FastAPISignature:
+    """The signature FastAPI reads: a ``Security`` dependency carrying this instance's scopes.
+
+    FastAPI turns it into the route's OpenAPI ``security`` requirement. It is built
+    lazily (FastAPI is imported only when FastAPI asks) and is ``None`` on the class,
+    so ``inspect.signature`` keeps working there.
+    """
+
+    def __get__(self, obj: require_scopes | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return None
+        if obj._signature is None:
+            from fastapi import Security
+
+            obj._signature = inspect.Signature(
+                [
+                    inspect.Parameter(
+                        "conn", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
+                    ),
+                    inspect.Parameter(
+                        "token",
+                        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                        annotation=AccessToken,
+                        default=Security(bearer_scheme(), scopes=list(obj.scopes)),
+                    ),
+                ],
+                return_annotation=AccessToken,
+            )
+        return obj._signature
+
+
 class require_scopes:
     """FastAPI dependency factory: ``Depends(require_scopes("read:items"))``.
 
-    Returns the :class:`AccessToken`, so it can stand in for ``current_token``.
-    The required scopes are kept on the object (``.scopes``) for OpenAPI.
+    Returns the :class:`AccessToken`, so it can stand in for ``current_token``, and
+    raises :class:`InsufficientScope` (a 403 from the middleware) when a scope is
+    missing. FastAPI sees it as a security dependency, so the route's OpenAPI
+    ``security`` requirement lists these scopes; ``.scopes`` keeps them too.
     """
+
+    __signature__ = _FastAPISignature()
 
     def __init__(self, *scopes: str) -> None:
         self.scopes: tuple[str, ...] = scopes
+        self._signature: inspect.Signature | None = None
 
-    def __call__(self, conn: HTTPConnection) -> AccessToken:
-        token = current_token(conn)
+    async def __call__(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
+        # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+        return self.check(conn, token)
+
+    def check(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
+        """The scope check itself (synchronous, for decorators and direct use)."""
+        if token is None:
+            token = current_token(conn)
         if not token.scopes.issuperset(self.scopes):
             raise InsufficientScope(self.scopes)
         return token
@@ -69,7 +152,7 @@ def requires_scopes(*scopes: str) -> Callable[[F], F]:
             conn = kwargs.get("request", args[index] if len(args) > index else None)
             if not isinstance(conn, HTTPConnection):
                 raise TypeError("requires_scopes needs the request as an argument")
-            checker(conn)
+            checker.check(conn)
             return await endpoint(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
