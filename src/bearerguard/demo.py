@@ -28,10 +28,18 @@ def create_demo_app(issuer: str, audience: str = AUDIENCE) -> Any:
     """The example API: one public route, one that reads items, one that writes them."""
     from fastapi import Depends, FastAPI
 
+    from bearerguard.openapi import docs_paths, install
+
     app = FastAPI(title="bearerguard demo")
     app.add_middleware(
-        BearerAuthMiddleware, issuer=issuer, audience=audience, exclude_paths=["/health"]
+        BearerAuthMiddleware,
+        issuer=issuer,
+        audience=audience,
+        exclude_paths=["/health", *docs_paths(app)],
     )
+    # /docs: "Authorize" takes a token from the printed curl lines (the demo issuer has
+    # no token endpoint); a real issuer's flows would appear from its metadata.
+    install(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
