@@ -1,0 +1,316 @@
+"""Results out: ``latest.json`` (every raw sample), ``latest.md`` (the table), ``latest.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import label
+from benchmarks.stats import fmt_pct, fmt_spread
+
+#: The issue's targets, checked against medians measured in the same run.
+TARGETS = {
+    "cold_rs256_vs_raw": 0.50,
+    "cold_rs256_vs_pyjwt": 2.0,
+    "cache_hit_ops": 500_000,
+    "http_hit_vs_plain": 0.92,
+    "http_ratelimit_vs_plain": 0.80,
+    "http_cold_cache_vs_plain": 0.33,
+    "http_cold_cache_p99_vs_cold": 1.5,
+    "http_vs_peers": 1.5,
+}
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _verdict(s: dict[str, Any] | None, target: float, higher: bool = True) -> str:
+    if not s or s.get("median") is None:
+        return "not measured"
+    m = s["median"]
+    ok = m >= target if higher else m <= target
+    return "MET" if ok else "MISSED"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its median, spread (min..max over rounds) and a verdict."""
+    rows: list[dict[str, Any]] = []
+    bg = _get(results, "inprocess", "cold", "by_alg", "RS256", "bearerguard")
+    rows.append(
+        {
+            "target": "in-process cold RS256 >= 50 % of raw verify",
+            "figure": fmt_pct(bg and bg["vs_raw"]),
+            "verdict": _verdict(bg and bg["vs_raw"], TARGETS["cold_rs256_vs_raw"]),
+        }
+    )
+    rows.append(
+        {
+            "target": "in-process cold RS256 >= 2x PyJWT jwt.decode",
+            "figure": _fmt_x(bg and bg["vs_pyjwt"]),
+            "verdict": _verdict(bg and bg["vs_pyjwt"], TARGETS["cold_rs256_vs_pyjwt"]),
+        }
+    )
+    hit = _get(results, "inprocess", "extras", "cache_hit", "ops_per_s")
+    rows.append(
+        {
+            "target": "in-process cache hit >= 500k/s",
+            "figure": fmt_spread(hit) if hit and hit.get("n") else "n/a",
+            "verdict": _verdict(hit, TARGETS["cache_hit_ops"]),
+        }
+    )
+    http = _get(results, "http", "scenarios") or {}
+
+    def ratio_row(text: str, name: str, metric: str, target: float, higher: bool = True) -> None:
+        s = _get(http, name, metric)
+        figure = fmt_pct(s) if metric.endswith("rps_vs_plain") else _fmt_x(s)
+        rows.append({"target": text, "figure": figure, "verdict": _verdict(s, target, higher)})
+
+    ratio_row("HTTP cache hit >= 92 % of plain Starlette req/s", "bg_hit", "rps_vs_plain", 0.92)
+    ratio_row(
+        "HTTP cache hit + memory rate limit >= 80 %", "bg_hit_rl_memory", "rps_vs_plain", 0.80
+    )
+    ratio_row("HTTP cold stream with cache >= 33 %", "bg_cold_cache", "rps_vs_plain", 0.33)
+    ratio_row(
+        "HTTP cold+cache p99 <= 1.5x cold p99 (no cache)",
+        "bg_cold_cache",
+        "p99_vs_bg_cold",
+        1.5,
+        higher=False,
+    )
+    ratio_row(
+        "HTTP cold >= 1.5x FastAPI + authlib RFC 9068", "bg_cold_cache", "rps_vs_authlib", 1.5
+    )
+    ratio_row(
+        "HTTP cold >= 1.5x PyJWKClient dependency", "bg_cold_cache", "rps_vs_pyjwkclient", 1.5
+    )
+    return rows
+
+
+def _fmt_x(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{s['median']:.2f}x ({s['min']:.2f}..{s['max']:.2f})"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole table as Markdown: machine, targets, in-process, HTTP, scale, profile."""
+    info = results["machine"]
+    lines = [
+        "# bearerguard benchmarks",
+        "",
+        f"Machine: {label(info)}. Run: {results['started']} ({results['mode']}, "
+        f"{results.get('duration_s', 0):.0f} s). Medians over interleaved rounds, "
+        "(min..max) across rounds;"
+        " ratios are taken per round against a baseline measured in the same round.",
+        "",
+        "## Targets (issue 5)",
+        "",
+        "| target | median (min..max) | verdict |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['target']} | {r['figure']} | {r['verdict']} |" for r in targets(results)]
+    cold = _get(results, "inprocess", "cold")
+    if cold:
+        lines += [
+            "",
+            f"## In-process cold validation ({cold['rounds']} rounds, distinct tokens: "
+            f"{', '.join(f'{a} {n}' for a, n in cold['pool_size'].items())} per pass)",
+            "",
+            "| alg | implementation | ops/s | µs/op | vs raw verify | vs PyJWT decode |",
+            "|---|---|---|---|---|---|",
+        ]
+        for alg, impls in cold["by_alg"].items():
+            for row in impls.values():
+                lines.append(
+                    f"| {alg} | {row['label']} | {fmt_spread(row['ops_per_s'])} | "
+                    f"{row['us_per_op']['median']:.1f} | {fmt_pct(row['vs_raw'])} | "
+                    f"{_fmt_x(row['vs_pyjwt'])} |"
+                )
+        for name, why in cold.get("skipped", {}).items():
+            lines.append(f"\n- {name}: {why}")
+    extras = _get(results, "inprocess", "extras")
+    if extras:
+        lines += [
+            "",
+            f"## In-process: cache hit, rate limits, introspection "
+            f"({extras['ops_per_sample']} ops per sample)",
+            "",
+            "| what | ops/s | µs/op |",
+            "|---|---|---|",
+        ]
+        for name, row in extras.items():
+            if isinstance(row, dict) and "ops_per_s" in row and row["ops_per_s"]["n"]:
+                lines.append(
+                    f"| {_EXTRA_LABELS.get(name, name)} | {fmt_spread(row['ops_per_s'])} | "
+                    f"{row['us_per_op']['median']:.2f} |"
+                )
+        for name, why in extras.get("notes", {}).items():
+            lines.append(f"\n- {name}: {why}")
+    http = results.get("http")
+    if http:
+        lines += [
+            "",
+            "## HTTP (uvicorn, wrk on loopback)",
+            "",
+            http.get("setup", ""),
+            "",
+            "| scenario | req/s | vs plain | p50 | p99 | p50 vs plain | p99 vs plain | non-2xx |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in http.get("scenarios", {}).values():
+            lines.append(
+                f"| {row['label']} | {fmt_spread(row['rps'])} | "
+                f"{fmt_pct(row.get('rps_vs_plain'))} | {_ms(row['p50_ms'])} | "
+                f"{_ms(row['p99_ms'])} | {_fmt_x(row.get('p50_vs_plain'))} | "
+                f"{_fmt_x(row.get('p99_vs_plain'))} | {row.get('non_2xx', 0)} |"
+            )
+        for name, why in http.get("notes", {}).items():
+            lines.append(f"\n- {name}: {why}")
+    scale = results.get("scale")
+    if scale:
+        lines += ["", "## Scale", ""]
+        for name, row in scale.items():
+            lines.append(f"- **{name}**: {row if isinstance(row, str) else json.dumps(row)}")
+    prof = results.get("profile")
+    if prof:
+        lines += [
+            "",
+            f"## Profile: bearerguard cold RS256 ({prof['tokens']} distinct tokens)",
+            "",
+            "| step | µs per validation |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in prof["steps_us"].items()]
+        if "unattributed_us" in prof:
+            lines.append(
+                f"| (sum of named steps / unattributed) | {prof['sum_of_steps_us']} / "
+                f"{prof['unattributed_us']} |"
+            )
+        lines += ["", "| alternative | µs per op |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in prof["alternatives_us"].items()]
+        lines += [
+            "",
+            "cProfile, top by own time (inflated by profiler overhead):",
+            "",
+            "| function | calls/validation | own µs | cumulative µs |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r['function']}` | {r['calls_per_validation']} | "
+            f"{r['tottime_us_per_validation']} | "
+            f"{r['cumtime_us_per_validation']} |"
+            for r in prof["cprofile_top"][:15]
+        ]
+    lines += [
+        "",
+        "Reproduce: `make bench` (or `python -m benchmarks`; `--quick` for a 1-2 minute run; "
+        "`--help` for sections).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_EXTRA_LABELS = {
+    "floor": "floor: sha256(token) + dict lookup + exp check",
+    "cache_hit": "bearerguard validate, cache hit (same token)",
+    "ratelimit_memory_moving": "RateLimiter.hit, memory, moving window (default), 500 tokens",
+    "ratelimit_memory_fixed": "RateLimiter.hit, memory, fixed window, 500 tokens",
+    "ratelimit_redis_moving": "RateLimiter.hit, Redis, moving window, 500 tokens",
+    "introspection_cold": "bearerguard validate, opaque token via loopback introspection",
+}
+
+
+def _ms(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "n/a"
+    return f"{s['median']:.2f} ms ({s['min']:.2f}..{s['max']:.2f})"
+
+
+def chart(results: dict[str, Any], path: Path) -> str | None:
+    """A two-panel PNG: in-process ops/s per alg and implementation; HTTP req/s vs plain."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install -e '.[bench]')"
+    cold = _get(results, "inprocess", "cold", "by_alg") or {}
+    http = _get(results, "http", "scenarios") or {}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    ax = axes[0]
+    if cold:
+        algs = list(cold)
+        impls = sorted(
+            {name for d in cold.values() for name in d},
+            key=lambda n: [
+                "raw",
+                "bearerguard",
+                "bearerguard_cache_miss",
+                "pyjwt",
+                "pyjwkclient",
+                "authlib",
+                "joserfc",
+            ].index(n),
+        )
+        width = 0.8 / max(1, len(impls))
+        for i, name in enumerate(impls):
+            med = [cold[a].get(name, {}).get("ops_per_s", {}).get("median") or 0 for a in algs]
+            lo = [
+                m - (cold[a].get(name, {}).get("ops_per_s", {}).get("min") or m)
+                for a, m in zip(algs, med, strict=True)
+            ]
+            hi = [
+                (cold[a].get(name, {}).get("ops_per_s", {}).get("max") or m) - m
+                for a, m in zip(algs, med, strict=True)
+            ]
+            xs = [j + i * width for j in range(len(algs))]
+            ax.bar(
+                xs,
+                [m / 1000 for m in med],
+                width,
+                yerr=[[v / 1000 for v in lo], [v / 1000 for v in hi]],
+                label=name,
+                capsize=2,
+            )
+        ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(algs))], algs)
+        ax.set_ylabel("validations / s (thousands), median, min..max")
+        ax.set_title("In-process cold validation (distinct tokens)")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_title("In-process: not run")
+    ax = axes[1]
+    if http:
+        names = list(http)
+        med = [(http[n].get("rps_vs_plain") or {}).get("median") or 0 for n in names]
+        ax.barh(range(len(names)), [m * 100 for m in med], color="tab:blue")
+        ax.set_yticks(range(len(names)), [http[n]["label"] for n in names], fontsize=8)
+        ax.axvline(100, color="grey", lw=0.8)
+        ax.set_xlabel("req/s as % of plain Starlette in the same round (median)")
+        ax.set_title("HTTP, uvicorn 1 worker, wrk on loopback")
+        ax.invert_yaxis()
+    else:
+        ax.set_title("HTTP: not run")
+    fig.suptitle(f"bearerguard benchmarks: {label(results['machine'])}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write(results: dict[str, Any], outdir: Path) -> str:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "latest.json").write_text(
+        json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8"
+    )
+    text = markdown(results)
+    (outdir / "latest.md").write_text(text, encoding="utf-8")
+    problem = chart(results, outdir / "latest.png")
+    if problem:
+        text += f"\n(chart not written: {problem})\n"
+    return text
