@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["redis"] = why
     issuer = BenchIssuer() if problem is None else None
+    ctx: inprocess.Context | None = None
     loop = asyncio.new_event_loop()
     tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-"))
     try:
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                         "not available yet: no validation cache setting"
                     )
     finally:
+        if ctx is not None:
+            ctx.close()
         if issuer is not None:
             issuer.close()
         if redis is not None:

@@ -176,10 +176,33 @@ def pyjwkclient_app() -> Any:
     return app
 
 
+def introspection_app() -> Starlette:
+    """A fast RFC 7662 endpoint for the in-process introspection figures: every token active."""
+    import time
+    import urllib.parse
+
+    issuer, audience = _env("BENCH_ISSUER"), _env("BENCH_AUDIENCE")
+
+    async def introspect(request: Request) -> Response:
+        form = urllib.parse.parse_qs((await request.body()).decode("ascii", "replace"))
+        if not form.get("token"):
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        now = int(time.time())
+        return JSONResponse({
+            "active": True, "iss": issuer, "aud": audience, "iat": now, "exp": now + 3600,
+            "scope": "read:items write:items", "client_id": "bench-client", "sub": "bench-user",
+            "token_type": "Bearer",
+        })  # fmt: skip
+
+    return Starlette(routes=[Route("/introspect", introspect, methods=["POST"])])
+
+
 def build() -> Any:
     kind = os.environ.get("BENCH_APP", "plain")
     if kind == "plain":
         return plain_app()
+    if kind == "introspection":
+        return introspection_app()
     if kind == "bearerguard":
         return bearerguard_app()
     return fastapi_app(kind)

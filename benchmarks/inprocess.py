@@ -85,6 +85,15 @@ class Context:
     loop: asyncio.AbstractEventLoop
     pools: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
+    #: Called at the end of the run (servers and validators the sections started).
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self.closers:
+            try:
+                self.closers.pop()()
+            except Exception as exc:  # closing must not hide the results
+                print(f"[bench] close failed: {exc!r}")
 
     def run(self, coro: Awaitable[Any]) -> Any:
         return self.loop.run_until_complete(coro)
@@ -439,6 +448,7 @@ def run_extras(
                 await holder["v"].validate(token)
 
             ctx.run(make_cached())
+            ctx.closers.append(lambda: ctx.run(holder["v"].aclose()))
             validate = holder["v"].validate
             runners["cache_hit"] = lambda: n / _timed_loop(ctx, n, lambda: validate(token))
         else:
@@ -531,8 +541,71 @@ def _ratelimit_runners(
 def _introspection_runners(
     ctx: Context, n: int, notes: dict[str, str]
 ) -> dict[str, Callable[[], float]]:
-    """Opaque tokens through a loopback introspection server (lights up with issue 3)."""
-    notes["introspection"] = (
-        "bearerguard.introspection exists but this suite does not know its API yet; not measured"
+    """Opaque tokens through a loopback introspection server (uvicorn, keep-alive, core 1).
+
+    Cold: a fresh validator with the cache off per sample and distinct opaque
+    tokens, so every validation is one introspection round trip; hit: one opaque
+    token again and again with the cache on.
+    """
+    import secrets
+
+    from bearerguard.config import Issuer
+    from bearerguard.validator import TokenValidator
+    from benchmarks.services import Uvicorn
+
+    server = Uvicorn(
+        {
+            "BENCH_APP": "introspection",
+            "BENCH_ISSUER": ctx.issuer.issuer,
+            "BENCH_AUDIENCE": ctx.issuer.audience,
+        },
+        cpus="1",
     )
-    return {}
+    ctx.closers.append(server.close)
+    config = Issuer(
+        issuer=ctx.issuer.issuer,
+        audience=ctx.issuer.audience,
+        jwks_uri=ctx.issuer.jwks_uri,
+        discovery=False,
+        introspection_endpoint=f"http://127.0.0.1:{server.port}/introspect",
+        client_id="bench-rs",
+        client_secret="bench-rs-secret",
+        opaque="introspect",
+    )
+    cold_ops = max(100, n // 50)
+    off = _cache_kwargs(False) or {}
+
+    def cold() -> float:
+        tokens = [secrets.token_urlsafe(32) for _ in range(cold_ops)]
+
+        async def go() -> float:
+            validator = TokenValidator([config], **off)
+            try:
+                await validator.validate(secrets.token_urlsafe(32))  # connection pool warm
+                t0 = time.perf_counter()
+                for token in tokens:
+                    await validator.validate(token)
+                return cold_ops / (time.perf_counter() - t0)
+            finally:
+                await validator.aclose()
+
+        return float(ctx.run(go()))
+
+    holder: dict[str, Any] = {}
+    opaque = secrets.token_urlsafe(32)
+
+    async def make_hit() -> None:
+        holder["v"] = TokenValidator([config], **(_cache_kwargs(True) or {}))
+        ctx.closers.append(lambda: ctx.run(holder["v"].aclose()))
+        await holder["v"].validate(opaque)
+
+    ctx.run(make_hit())
+    validate = holder["v"].validate
+    notes["introspection"] = (
+        f"loopback uvicorn introspection server on core 1 (keep-alive); cold: {cold_ops} "
+        "distinct opaque tokens per sample, cache off"
+    )
+    return {
+        "introspection_cold": cold,
+        "introspection_hit": lambda: n / _timed_loop(ctx, n, lambda: validate(opaque)),
+    }

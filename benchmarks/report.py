@@ -221,7 +221,8 @@ _EXTRA_LABELS = {
     "ratelimit_memory_moving": "RateLimiter.hit, memory, moving window (default), 500 tokens",
     "ratelimit_memory_fixed": "RateLimiter.hit, memory, fixed window, 500 tokens",
     "ratelimit_redis_moving": "RateLimiter.hit, Redis, moving window, 500 tokens",
-    "introspection_cold": "bearerguard validate, opaque token via loopback introspection",
+    "introspection_cold": "bearerguard validate, distinct opaque tokens, loopback introspection",
+    "introspection_hit": "bearerguard validate, opaque token, cache hit",
 }
 
 
