@@ -175,8 +175,7 @@ def markdown(results: dict[str, Any]) -> str:
     scale = results.get("scale")
     if scale:
         lines += ["", "## Scale", ""]
-        for name, row in scale.items():
-            lines.append(f"- **{name}**: {row if isinstance(row, str) else json.dumps(row)}")
+        lines += _scale_lines(scale)
     prof = results.get("profile")
     if prof:
         lines += [
@@ -213,6 +212,46 @@ def markdown(results: dict[str, Any]) -> str:
         "`--help` for sections).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _scale_lines(scale: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    st = scale.get("jwks_stampede")
+    if isinstance(st, dict) and "new_kid" in st:
+        nk, rk = st["new_kid"], st["random_kids_after"]
+        lines.append(
+            f"- JWKS stampede: {nk['requests']} concurrent requests with a newly published kid "
+            f"caused **{nk['jwks_fetches']} JWKS fetch(es)**, {nk['accepted']} accepted, "
+            f"in {nk['seconds']} s; then {rk['requests']} with random unknown kids caused "
+            f"**{rk['jwks_fetches']}** more (outcomes {rk['outcomes']}), in {rk['seconds']} s."
+        )
+    elif st is not None:
+        lines.append(f"- JWKS stampede: {st}")
+    wk = scale.get("workers")
+    if isinstance(wk, dict):
+        one, two = wk["rps"]["1 worker"], wk["rps"]["2 workers"]
+        lines.append(
+            f"- {wk['scenario']}: 1 worker {fmt_spread(one)}, p99 {_ms(wk['p99_ms']['1 worker'])}; "
+            f"2 workers {fmt_spread(two)}, p99 {_ms(wk['p99_ms']['2 workers'])}; "
+            f"2 vs 1: {_fmt_x(wk['two_vs_one'])}. {wk['setup']}."
+        )
+    elif wk is not None:
+        lines.append(f"- workers: {wk}")
+    rss = scale.get("rss_invalid_tokens")
+    if isinstance(rss, dict) and "checkpoints" in rss:
+        cps = rss["checkpoints"]
+        lines.append(
+            f"- RSS under {rss['tokens']:,} distinct invalid tokens (bad signatures, cache on, "
+            f"fresh process): VmRSS {cps[0]['vmrss_mib']} MiB before, {cps[-1]['vmrss_mib']} MiB "
+            f"after; **peak {rss['peak_rss_mib']} MiB** (VmHWM); cache entries at the end: "
+            f"{rss['cache_entries_at_end']}; full (gen 2) GCs: {rss['gen2_collections']}, longest "
+            f"{rss['gen2_pause_max_ms']} ms; outcomes {rss['outcomes']}; {rss['seconds']} s. "
+            "Checkpoints (tokens: MiB): "
+            + ", ".join(f"{c['tokens']:,}: {c['vmrss_mib']}" for c in cps)
+        )
+    elif rss is not None:
+        lines.append(f"- RSS: {rss}")
+    return lines
 
 
 _EXTRA_LABELS = {

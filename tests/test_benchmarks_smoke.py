@@ -1,0 +1,100 @@
+"""The benchmark suite's pieces run end to end with tiny counts (no timing is asserted).
+
+Peers that are not installed (authlib, joserfc: the ``bench`` extra) are reported
+by the suite as skipped with the reason; these tests only check that what it
+measures is real and that the report is written from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import inprocess, report
+from benchmarks.machine import describe
+from benchmarks.tokens import ALGORITHMS, BenchIssuer
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Iterator[inprocess.Context]:
+    issuer = BenchIssuer()
+    loop = asyncio.new_event_loop()
+    context = inprocess.Context(issuer, loop, {alg: issuer.pool(alg, 4) for alg in ALGORITHMS})
+    try:
+        yield context
+    finally:
+        context.close()
+        loop.close()
+        issuer.close()
+
+
+def test_cold_section_measures_raw_verify_and_bearerguard_for_every_algorithm(
+    ctx: inprocess.Context,
+) -> None:
+    result = inprocess.run_cold(ctx, rounds=1, progress=lambda _: None)
+    for alg in ALGORITHMS:
+        row = result["by_alg"][alg]
+        assert row["raw"]["ops_per_s"]["n"] == 1
+        assert row["bearerguard"]["ops_per_s"]["median"] > 0
+        assert row["bearerguard"]["vs_raw"]["n"] == 1
+    assert not any(name.startswith("bearerguard") for name in result["skipped"])
+
+
+def test_extras_measure_cache_hit_and_rate_limit_or_say_why_not(ctx: inprocess.Context) -> None:
+    result = inprocess.run_extras(ctx, rounds=1, n=20, redis_url=None, progress=lambda _: None)
+    assert result["floor"]["ops_per_s"]["n"] == 1
+    for name in ("cache_hit", "ratelimit_memory_moving", "introspection_cold"):
+        measured = name in result and result[name]["ops_per_s"]["n"] == 1
+        assert measured or name in result["notes"], name
+
+
+def test_profile_times_each_step_of_the_cold_path(ctx: inprocess.Context) -> None:
+    from benchmarks.profiling import run_profile
+
+    result = run_profile(ctx, 4)
+    assert isinstance(result["steps_us"]["validate (total, fresh validator)"], float)
+    assert result["cprofile_top"]
+
+
+def test_report_writes_json_markdown_and_names_every_target(
+    ctx: inprocess.Context, tmp_path: Path
+) -> None:
+    results = {
+        "started": "now",
+        "mode": "smoke",
+        "machine": describe(),
+        "duration_s": 0.0,
+        "inprocess": {"cold": inprocess.run_cold(ctx, rounds=1, progress=lambda _: None)},
+    }
+    text = report.write(results, tmp_path)
+    assert (tmp_path / "latest.json").exists()
+    assert (tmp_path / "latest.md").read_text() == text.split("\n(chart not written")[0]
+    assert "in-process cold RS256 >= 50 % of raw verify" in text
+    assert "AMD" in text or results["machine"]["cpu_model"] in text
+
+
+@pytest.mark.parametrize("kind", ["plain", "bearerguard", "bearerguard_off"])
+def test_benchmark_apps_answer_with_and_without_a_token(
+    ctx: inprocess.Context, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import apps
+
+    issuer = ctx.issuer
+    monkeypatch.setenv("BENCH_APP", kind.removesuffix("_off"))
+    monkeypatch.setenv("BENCH_CACHE", "off" if kind.endswith("_off") else "on")
+    monkeypatch.setenv("BENCH_ISSUER", issuer.issuer)
+    monkeypatch.setenv("BENCH_AUDIENCE", issuer.audience)
+    monkeypatch.setenv("BENCH_JWKS_URI", issuer.jwks_uri)
+    with TestClient(apps.build()) as client:
+        good = client.get("/items", headers={"Authorization": f"Bearer {ctx.pools['RS256'][0]}"})
+        assert good.status_code == 200
+        assert good.json() == apps.BODY
+        missing = client.get("/items")
+        assert missing.status_code == (200 if kind == "plain" else 401)
