@@ -426,9 +426,10 @@ async def test_ten_minute_outage_with_known_keys_fails_no_request(
     )
     assert failed == 0
     assert 0 < outage_attempts <= 600 / 30 + 6  # backoff: 1, 2, 4, 8, 16, then every 30 s
+    assert not await cache.refresh()  # settle the attempt that may still be in flight
     test_issuer.outage(False)
     clock.advance(31)
-    await keys_for(cache, token)
+    await keys_for(cache, token)  # the next routine refresh, after the backoff, succeeds
     assert await cache.refresh() and cache.fetched_at == clock.now
 
 
