@@ -123,6 +123,7 @@ class Introspector:
             )
         except UpstreamError as exc:
             raise self._unavailable(exc.message, exc.retry_after, short_hash) from None
+        log.debug("bearerguard.introspection.call issuer=%s token=%s", config.issuer, short_hash)
         document = result.document
         if not isinstance(document, dict):
             raise self._unavailable("answer is not a JSON object", None, short_hash)
