@@ -1,11 +1,12 @@
 """The pytest plugin and the in-process transport, as a user of bearerguard would meet them.
 
-The plugin tests run a small user test suite in a fresh pytest (``pytester``), so
-what is asserted is exactly what a user gets by enabling the plugin.
+The plugin tests run a small user test suite in a fresh pytest process (``pytester``),
+so what is asserted is exactly what a user gets by enabling the plugin.
 """
 
 from __future__ import annotations
 
+import fastapi.testclient  # noqa: F401  (imported here so pytester's in-process runs share it)
 import httpx
 import pytest
 
@@ -33,6 +34,37 @@ async def test_transport_serves_discovery_and_keys_without_a_socket(
 
 
 @pytest.mark.anyio
+async def test_transport_needs_no_listening_socket(test_issuer: TestIssuer) -> None:
+    # Stop only the HTTP server: the issuer object (keys, switches) lives on.
+    test_issuer._server.shutdown()
+    test_issuer._server.server_close()
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as plain:
+            await plain.get(test_issuer.jwks_uri)
+    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+        validator = TokenValidator(
+            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+        )
+        token = await validator.validate(test_issuer.mint(scope="read:items"))
+        await validator.aclose()
+    assert token.issuer == test_issuer.issuer
+
+
+@pytest.mark.anyio
+async def test_transport_sees_rotation(test_issuer: TestIssuer) -> None:
+    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+        validator = TokenValidator(
+            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+        )
+        await validator.validate(test_issuer.mint())
+        test_issuer.rotate()
+        token = await validator.validate(test_issuer.mint())
+        await validator.aclose()
+    assert token.key_id == test_issuer.signing_kid
+    assert test_issuer.requests[test_issuer.jwks_path] == 2
+
+
+@pytest.mark.anyio
 async def test_transport_outage_close_is_a_connect_error_and_a_503(
     test_issuer: TestIssuer,
 ) -> None:
@@ -44,3 +76,158 @@ async def test_transport_outage_close_is_a_connect_error_and_a_503(
         with pytest.raises(Unavailable):
             await validator.validate(test_issuer.mint())
         await validator.aclose()
+
+
+# -- the plugin, run as a user would run it ---------------------------------------------
+
+USER_APP = """
+from fastapi import Depends, FastAPI
+
+from bearerguard import BearerAuthMiddleware, require_scopes
+
+
+def create_app(issuer, audience, **options):
+    app = FastAPI()
+    app.add_middleware(BearerAuthMiddleware, issuer=issuer, audience=audience, **options)
+
+    @app.get("/items", dependencies=[Depends(require_scopes("read:items"))])
+    async def items():
+        return ["apple", "pear"]
+
+    return app
+"""
+
+#: The README snippet: a user's test of their own protected route, under ten lines.
+README_TEST = """
+from fastapi.testclient import TestClient
+from app import create_app
+
+def test_items_need_read_scope(bearer_issuer):
+    app = create_app(issuer=bearer_issuer.issuer, audience=bearer_issuer.audience)
+    with TestClient(app) as client:
+        response = client.get("/items", headers=bearer_issuer.auth_header(scope="read:items"))
+        assert response.status_code == 200
+        assert client.get("/items", headers=bearer_issuer.auth_header()).status_code == 403
+"""
+
+
+def _user_suite(pytester: pytest.Pytester, tests: str, *, conftest: bool = True) -> None:
+    pytester.makepyfile(app=USER_APP, test_user=tests)
+    if conftest:
+        pytester.makeconftest('pytest_plugins = ["bearerguard.pytest_plugin"]\n')
+
+
+def test_readme_snippet_passes_with_the_plugin_enabled_in_conftest(
+    pytester: pytest.Pytester,
+) -> None:
+    assert len(README_TEST.strip().splitlines()) < 10
+    _user_suite(pytester, README_TEST)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_plugin_enabled_with_dash_p(pytester: pytest.Pytester) -> None:
+    _user_suite(pytester, README_TEST, conftest=False)
+    pytester.runpytest("-p", "bearerguard.pytest_plugin").assert_outcomes(passed=1)
+
+
+def test_plugin_is_opt_in(pytester: pytest.Pytester) -> None:
+    _user_suite(pytester, README_TEST, conftest=False)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'bearer_issuer' not found*"])
+
+
+def test_marker_configures_the_issuer(pytester: pytest.Pytester) -> None:
+    _user_suite(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.bearer_issuer(algorithms=["ES256"], audience="https://orders.example.com")
+def test_es256(bearer_issuer):
+    assert bearer_issuer.signing_alg == "ES256"
+    assert bearer_issuer.audience == "https://orders.example.com"
+
+def test_default(bearer_issuer):
+    assert bearer_issuer.signing_alg == "RS256"
+""",
+    )
+    pytester.runpytest("--strict-markers").assert_outcomes(passed=2)
+
+
+def test_session_issuer_is_shared_and_function_issuer_is_fresh(pytester: pytest.Pytester) -> None:
+    _user_suite(
+        pytester,
+        """
+seen = []
+
+def test_one(bearer_issuer_session, bearer_issuer):
+    seen.append((bearer_issuer_session.issuer, bearer_issuer.issuer))
+
+def test_two(bearer_issuer_session, bearer_issuer):
+    assert bearer_issuer_session.issuer == seen[0][0]
+    assert bearer_issuer.issuer != seen[0][1]
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_rotation_and_outage_switches_from_a_user_test(pytester: pytest.Pytester) -> None:
+    _user_suite(
+        pytester,
+        """
+from fastapi.testclient import TestClient
+from app import create_app
+
+from bearerguard import FetchPolicy
+
+def test_rotation_is_seen(bearer_issuer):
+    app = create_app(bearer_issuer.issuer, bearer_issuer.audience, fetch=FetchPolicy(cooldown=0))
+    with TestClient(app) as client:
+        old = bearer_issuer.auth_header(scope="read:items")
+        assert client.get("/items", headers=old).status_code == 200
+        bearer_issuer.rotate()
+        bearer_issuer.drop_old_keys()
+        headers = bearer_issuer.auth_header(scope="read:items")
+        assert client.get("/items", headers=headers).status_code == 200
+
+def test_outage_keeps_known_keys(bearer_issuer):
+    with TestClient(create_app(bearer_issuer.issuer, bearer_issuer.audience)) as client:
+        headers = bearer_issuer.auth_header(scope="read:items")
+        assert client.get("/items", headers=headers).status_code == 200
+        bearer_issuer.outage()
+        assert client.get("/items", headers=headers).status_code == 200
+
+def test_outage_before_first_fetch_is_503(bearer_issuer):
+    bearer_issuer.outage()
+    with TestClient(create_app(bearer_issuer.issuer, bearer_issuer.audience)) as client:
+        response = client.get("/items", headers=bearer_issuer.auth_header(scope="read:items"))
+        assert response.status_code == 503
+        assert "retry-after" in response.headers
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+
+
+def test_in_process_client_drives_the_middleware_without_a_socket(
+    pytester: pytest.Pytester,
+) -> None:
+    _user_suite(
+        pytester,
+        """
+from fastapi.testclient import TestClient
+from app import create_app
+
+from bearerguard import Issuer, TokenValidator
+
+def test_no_socket(bearer_issuer, bearer_http_client):
+    issuer = Issuer(bearer_issuer.issuer, bearer_issuer.audience)
+    validator = TokenValidator([issuer], client=bearer_http_client)
+    app = create_app(None, None, validator=validator)
+    with TestClient(app) as client:
+        headers = bearer_issuer.auth_header(scope="read:items")
+        assert client.get("/items", headers=headers).status_code == 200
+        assert client.get("/items", headers=bearer_issuer.auth_header(scope="x")).status_code == 403
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=1)

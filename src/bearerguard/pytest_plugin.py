@@ -1,0 +1,95 @@
+"""pytest fixtures for testing your own bearerguard-protected API (opt-in plugin).
+
+Enable it in the test run, not by installing: ``pytest -p bearerguard.pytest_plugin``,
+or in the top-level ``conftest.py``::
+
+    pytest_plugins = ["bearerguard.pytest_plugin"]
+
+Then a test reads::
+
+    def test_items(bearer_issuer):
+        app = create_app(issuer=bearer_issuer.issuer, audience=bearer_issuer.audience)
+        with TestClient(app) as client:
+            response = client.get("/items", headers=bearer_issuer.auth_header(scope="read:items"))
+        assert response.status_code == 200
+
+``bearer_issuer`` is a :class:`~bearerguard.testing.TestIssuer` serving discovery,
+JWKS and introspection on 127.0.0.1, fresh for each test, so its switches
+(``rotate``, ``drop_old_keys``, ``outage``, ``delay``, ``revoke``) can be flipped
+freely. Configure it per test or module with the ``bearer_issuer`` marker, which
+takes :class:`TestIssuer`'s keyword arguments::
+
+    @pytest.mark.bearer_issuer(algorithms=["ES256"], audience="https://orders.example.com")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bearerguard.testing import TestIssuer
+
+__all__ = [
+    "bearer_http_client",
+    "bearer_issuer",
+    "bearer_issuer_session",
+    "bearer_transport",
+]
+
+_MARKER = "bearer_issuer"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(**kwargs): TestIssuer keyword arguments for the bearer_issuer fixture "
+        "(algorithms, audience, path, client_id, port)",
+    )
+
+
+def _issuer_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The closest ``bearer_issuer`` marker's keywords (function over class over module)."""
+    marker = request.node.get_closest_marker(_MARKER)
+    if marker is None:
+        return {}
+    if marker.args:
+        raise pytest.UsageError(
+            f"@pytest.mark.{_MARKER} takes keyword arguments only, e.g. algorithms=['ES256']"
+        )
+    return dict(marker.kwargs)
+
+
+@pytest.fixture
+def bearer_issuer(request: pytest.FixtureRequest) -> Iterator[TestIssuer]:
+    """A development issuer on 127.0.0.1 for this test only, closed afterwards."""
+    with TestIssuer(**_issuer_options(request)) as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def bearer_issuer_session() -> Iterator[TestIssuer]:
+    """One development issuer for the whole session: cheaper, but shared.
+
+    Every test sees the same keys and switches, so leave ``rotate``, ``outage`` and
+    friends to tests that use the function-scoped ``bearer_issuer``.
+    """
+    with TestIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture
+def bearer_transport(bearer_issuer: TestIssuer) -> httpx.AsyncBaseTransport:
+    """``bearer_issuer`` answering in-process: an httpx transport, no socket involved."""
+    return bearer_issuer.transport()
+
+
+@pytest.fixture
+def bearer_http_client(bearer_transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` on :func:`bearer_transport`, for ``TokenValidator(client=...)``.
+
+    It holds no connections (the transport is in-process), so it needs no closing.
+    """
+    return httpx.AsyncClient(transport=bearer_transport, follow_redirects=False)
