@@ -24,6 +24,7 @@ import json
 import secrets
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -39,6 +40,7 @@ from jwt.algorithms import get_default_algorithms
 
 __all__ = [
     "DEFAULT_AUDIENCE",
+    "Handler",
     "RecordedRequest",
     "Response",
     "TestIssuer",
@@ -196,7 +198,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         payload = response.encoded()
         self.send_response(response.status)
-        headers = {"Content-Type": "application/json", **response.headers}
+        headers = dict(response.headers)
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
         for name, value in headers.items():
             self.send_header(name, value)
         if response.content_length:
@@ -420,7 +424,6 @@ class TestIssuer:
             "jwks_uri": self.jwks_uri,
             "introspection_endpoint": self.introspection_endpoint,
             "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
             "introspection_endpoint_auth_methods_supported": [
                 "client_secret_basic",
                 "client_secret_post",
@@ -659,7 +662,11 @@ class TestIssuer:
             cache = {"Cache-Control": self._cache_control} if self._cache_control else {}
             jwks_override, metadata_override = self._jwks_override, self._metadata_override
         if handler is not None:
-            return handler(request)
+            try:
+                return handler(request)
+            except Exception:  # show the test's bug, answer like a broken server would
+                traceback.print_exc()
+                return Response(500, {"error": "server_error"})
         if request.method == "POST" and request.path == self.introspection_path:
             return self._introspect(request)
         if request.method in ("GET", "HEAD"):
