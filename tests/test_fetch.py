@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 from urllib.parse import parse_qs
 
 import httpx
@@ -251,6 +252,40 @@ async def test_body_without_content_length_within_the_cap_is_read(
     test_issuer.route("/small", body={"keys": []}, content_length=False)
     result = await fetch_json(http_client, test_issuer.url("/small"), policy=POLICY)
     assert result.document == {"keys": []}
+
+
+@pytest.mark.anyio
+async def test_compressed_body_is_decoded(
+    http_client: httpx.AsyncClient, test_issuer: TestIssuer
+) -> None:
+    test_issuer.route(
+        "/gz", body=gzip.compress(b'{"keys": []}'), headers={"Content-Encoding": "gzip"}
+    )
+    result = await fetch_json(http_client, test_issuer.url("/gz"), policy=POLICY)
+    assert result.document == {"keys": []}
+
+
+@pytest.mark.anyio
+async def test_compression_bomb_is_refused_by_its_decoded_size(
+    http_client: httpx.AsyncClient, test_issuer: TestIssuer
+) -> None:
+    bomb = gzip.compress(b'{"pad": "' + b"x" * (64 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 128 * 1024  # small on the wire, 64 MiB once decoded
+    test_issuer.route("/bomb", body=bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(UpstreamError, match="larger than"):
+        await fetch_json(http_client, test_issuer.url("/bomb"), policy=POLICY)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("coding", "message"), [("br", "unsupported"), ("gzip", "decompressed")])
+async def test_body_that_cannot_be_decoded_is_refused(
+    http_client: httpx.AsyncClient, test_issuer: TestIssuer, coding: str, message: str
+) -> None:
+    test_issuer.route(
+        "/odd", body=b"definitely not compressed", headers={"Content-Encoding": coding}
+    )
+    with pytest.raises(UpstreamError, match=message):
+        await fetch_json(http_client, test_issuer.url("/odd"), policy=POLICY)
 
 
 @pytest.mark.anyio

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -332,19 +333,50 @@ def _status_error(response: httpx.Response) -> UpstreamError:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decoded, refused as soon as it (or its decoded form) passes ``max_bytes``.
+
+    Decompression is done here with a bounded output, so a small gzip bomb cannot
+    expand in memory before the cap is checked.
+    """
+    too_large = UpstreamError(f"answer larger than {max_bytes} bytes", status=response.status_code)
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise UpstreamError(f"answer larger than {max_bytes} bytes", status=response.status_code)
+        raise too_large
+    decoder = _decoder(response.headers.get("content-encoding", ""), response.status_code)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise UpstreamError(
-                f"answer larger than {max_bytes} bytes", status=response.status_code
-            )
-        chunks.append(chunk)
+    try:
+        async for raw in response.aiter_raw():
+            data = raw
+            while True:
+                piece = data if decoder is None else decoder.decompress(data, max_bytes - size + 1)
+                size += len(piece)
+                if size > max_bytes:
+                    raise too_large
+                chunks.append(piece)
+                if decoder is None or not decoder.unconsumed_tail:
+                    break
+                data = decoder.unconsumed_tail
+        if decoder is not None:
+            tail = decoder.flush()
+            if size + len(tail) > max_bytes:
+                raise too_large
+            chunks.append(tail)
+    except zlib.error:
+        raise UpstreamError(
+            "answer could not be decompressed", status=response.status_code
+        ) from None
     return b"".join(chunks)
+
+
+def _decoder(content_encoding: str, status: int) -> zlib._Decompress | None:
+    """A zlib decompressor for gzip/deflate, ``None`` for identity; anything else is refused."""
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    raise UpstreamError("answer uses an unsupported content encoding", status=status)
 
 
 def _user_agent() -> str:
