@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Literal
 
 from starlette.authentication import AuthCredentials
@@ -12,7 +13,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bearerguard.challenge import Answer, answer_for
 from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard.credentials import find_in_form, find_in_header, find_in_query
-from bearerguard.errors import AuthError, InvalidRequest, MissingToken
+from bearerguard.errors import (
+    AuthError,
+    InsufficientScope,
+    InvalidRequest,
+    MissingToken,
+    RateLimited,
+    Unavailable,
+)
+from bearerguard.observability import Observer, notify, outcome_of
 from bearerguard.ratelimit import (
     DECISION_SCOPE_KEY,
     LIMITER_SCOPE_KEY,
@@ -22,7 +31,7 @@ from bearerguard.ratelimit import (
     record_decision,
 )
 from bearerguard.tokens import AccessToken, TokenUser
-from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator
+from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
 
 __all__ = ["BearerAuthMiddleware"]
 
@@ -71,6 +80,7 @@ class BearerAuthMiddleware:
         rate_limit_fail_closed: bool = False,
         rate_limiter: RateLimiter | None = None,
         validator: TokenValidator | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
         if validator is None:
@@ -119,6 +129,10 @@ class BearerAuthMiddleware:
         self._exact = frozenset(p for p in exclude_paths if not p.endswith("*"))
         self._prefixes = tuple(p.rstrip("*") for p in exclude_paths if p.endswith("*"))
         self._started = False
+        #: Told about every decision (metrics); ``None`` costs nothing on the request path.
+        self.observer = observer
+        if observer is not None:
+            observer.attach(self)
 
     def _excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
@@ -134,6 +148,10 @@ class BearerAuthMiddleware:
         if not self._started:
             self._started = True
             self.validator.start()
+        observer = self.observer
+        began = perf_counter() if observer is not None else 0.0
+        token: str | None = None
+        access: AccessToken | None = None
         try:
             token, receive = await self._find_token(scope, receive)
             if token is None:
@@ -144,12 +162,16 @@ class BearerAuthMiddleware:
             else:
                 access = await self.validator.validate(token)
                 self._authenticate(scope, access)
+                if observer is not None:
+                    notify(observer.validation, access, None, perf_counter() - began)
                 if self.rate_limiter is not None:
                     # Only a validated token spends budget: forged ones cannot drain it.
                     scope[LIMITER_SCOPE_KEY] = self.rate_limiter
                     record_decision(scope, await self.rate_limiter.hit(access))
         except AuthError as error:
-            await self._refuse(scope, receive, send, error)
+            if access is None and observer is not None:
+                notify(observer.validation, None, error, perf_counter() - began)
+            await self._refuse(scope, receive, send, error, token=token, access=access)
             return
         await self._call_app(scope, receive, send)
 
@@ -183,7 +205,9 @@ class BearerAuthMiddleware:
         except AuthError as error:
             if started:
                 raise
-            await self._refuse(scope, receive, send, error)
+            user = scope.get("user")
+            access = user.token if isinstance(user, TokenUser) else None
+            await self._refuse(scope, receive, send, error, access=access)
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
         limit = self.max_token_length
@@ -207,13 +231,21 @@ class BearerAuthMiddleware:
                 token = in_form
         return token, receive
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
-        log.info(
-            "bearerguard.validation.rejected status=%s reason=%s path=%s",
-            error.status,
-            error.reason,
-            scope.get("path"),
-        )
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        error: AuthError,
+        *,
+        token: str | None = None,
+        access: AccessToken | None = None,
+    ) -> None:
+        level = logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+        if log.isEnabledFor(level):
+            self._log_refusal(scope, error, level, token, access)
+        if self.observer is not None:
+            notify(self.observer.refusal, error)
         answer = answer_for(error, self.realm)
         if scope["type"] == "websocket":
             await _deny_websocket(scope, receive, send, answer)
@@ -222,6 +254,58 @@ class BearerAuthMiddleware:
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
         )
         await send({"type": "http.response.body", "body": answer.body})
+
+    def _log_refusal(
+        self,
+        scope: Scope,
+        error: AuthError,
+        level: int,
+        token: str | None,
+        access: AccessToken | None,
+    ) -> None:
+        """One line per refusal, named for the decision that refused; the token only as a hash."""
+        if access is not None:
+            shown = access.short_hash
+        elif token is None:
+            shown = "-"
+        elif len(token) > self.max_token_length:
+            shown = "too_large"  # never hashed, as it is never decoded
+        else:
+            shown = token_hash(token)[:12]
+        outcome = outcome_of(error)
+        path = scope.get("path")
+        if isinstance(error, RateLimited):
+            log.log(
+                level,
+                "bearerguard.ratelimit.exceeded token=%s limit=%d retry_after=%d path=%s",
+                shown,
+                error.limit,
+                error.retry_after,
+                path,
+            )
+        elif access is None:
+            log.log(
+                level,
+                "bearerguard.validation outcome=%s reason=%s status=%d token=%s path=%s",
+                outcome,
+                error.reason,
+                error.status,
+                shown,
+                path,
+            )
+        else:
+            required = " ".join(error.required) if isinstance(error, InsufficientScope) else "-"
+            log.log(
+                level,
+                "bearerguard.authorization outcome=%s reason=%s status=%d required=%r token=%s"
+                " path=%s",
+                outcome,
+                error.reason,
+                error.status,
+                required,
+                shown,
+                path,
+            )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Fetch keys at startup (never waiting on the IdP); close the client at shutdown."""

@@ -1,0 +1,295 @@
+"""The observer hook and the log events: auth made visible without slowing the request path.
+
+Logging (standard library, always on) writes one line per event; the first word is
+a stable event name, the rest ``key=value`` pairs. A token appears only as the
+first 12 hex characters of its SHA-256 (``token=``), never itself, and no client
+secret or signature is ever logged. The events:
+
+==================================  ===========================================================
+``bearerguard.validation``          a token was refused: ``outcome=rejected`` (INFO) or
+                                    ``unavailable`` (WARNING), with ``reason`` and ``status``;
+                                    ``outcome=accepted`` (DEBUG) only with :class:`LoggingObserver`
+``bearerguard.authorization``       a route refused a valid token (``outcome=forbidden``)
+``bearerguard.ratelimit.exceeded``  a token spent its budget (429)
+``bearerguard.jwks.fetched``        keys fetched (``keys``, ``skipped``, ``ttl``)
+``bearerguard.jwks.fetch_failed``   a JWKS fetch failed (last known good keys are kept)
+``bearerguard.jwks.rotated``        the key set changed (``added``, ``removed``)
+``bearerguard.jwks.unknown_kid``    a token named a key we do not have: one refresh
+``bearerguard.jwks.key_skipped``    one unusable key in a set was left out
+``bearerguard.metadata.fetched``    discovery answered; ``.fetch_failed``, ``.issuer_mismatch``
+``bearerguard.introspection.call``  an RFC 7662 request was answered (DEBUG)
+``bearerguard.introspection.failed``  the introspection endpoint gave no usable answer
+``bearerguard.ratelimit.storage_unavailable`` / ``.storage_recovered``
+``bearerguard.cache.shared_unavailable``  the Redis second level is skipped for a while
+==================================  ===========================================================
+
+Metrics go through an :class:`Observer` given to the middleware
+(``BearerAuthMiddleware(..., observer=PrometheusObserver())``, see
+:mod:`bearerguard.metrics`). With no observer the middleware does no extra work;
+with one, request-path events are pushed to it and everything that already has a
+counter (JWKS age and fetches, introspection calls, rate-limit storage errors) is
+read only when metrics are collected, through :meth:`Observer.snapshot`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bearerguard.errors import AuthError, InvalidToken, RateLimited, Unavailable
+from bearerguard.tokens import AccessToken
+
+if TYPE_CHECKING:
+    from bearerguard.middleware import BearerAuthMiddleware
+    from bearerguard.validator import TokenValidator
+
+__all__ = [
+    "CacheCounts",
+    "IssuerStats",
+    "LoggingObserver",
+    "Observer",
+    "Snapshot",
+    "outcome_of",
+]
+
+log = logging.getLogger("bearerguard.observability")
+
+
+def outcome_of(error: AuthError | None) -> str:
+    """The stable outcome word for a decision: its metric label and its log value."""
+    if error is None:
+        return "accepted"
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, Unavailable):
+        return "unavailable"
+    if error.status == 403:
+        return "forbidden"
+    return "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerStats:
+    """One issuer's counters at collection time (summed over middlewares that trust it)."""
+
+    issuer: str
+    #: Seconds since the keys in hand were fetched (``None``: none yet).
+    jwks_age: float | None
+    jwks_keys: int
+    jwks_fetches: int
+    jwks_failures: int
+    #: How many times a fetch changed the key set (the first fetch counts once).
+    jwks_changes: int
+    metadata_fetches: int
+    metadata_failures: int
+    introspection_calls: int
+    introspection_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything read lazily at collection time."""
+
+    issuers: tuple[IssuerStats, ...]
+    cache_entries: int
+    ratelimit_storage_errors: int
+
+
+class CacheCounts:
+    """Wraps a validator's cache to count lookups: ``hits``, ``negative_hits`` and ``misses``.
+
+    Only installed when an observer is attached, so a server without metrics pays nothing.
+    """
+
+    __slots__ = ("_inner", "hits", "misses", "negative_hits")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.hits = 0
+        self.negative_hits = 0
+        self.misses = 0
+
+    def lookup(self, digest: bytes, now: float) -> AccessToken | None:
+        try:
+            found: AccessToken | None = self._inner.lookup(digest, now)
+        except InvalidToken:
+            self.negative_hits += 1
+            raise
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class Observer:
+    """Receives bearerguard's decisions; subclass it and override what you need.
+
+    Every method is a no-op here. The request-path ones (:meth:`validation`,
+    :meth:`refusal`, :meth:`introspection`) must be quick; an exception raised in
+    one is logged and swallowed, never turned into an error answer. One observer
+    may serve several middlewares (it holds them weakly).
+    """
+
+    def __init__(self) -> None:
+        self._sources: weakref.WeakSet[BearerAuthMiddleware] = weakref.WeakSet()
+        self._caches: weakref.WeakKeyDictionary[TokenValidator, CacheCounts] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- called by the middleware ------------------------------------------------------
+
+    def attach(self, middleware: BearerAuthMiddleware) -> None:
+        """Called once by each middleware given this observer; instruments what it owns."""
+        self._sources.add(middleware)
+        validator = middleware.validator
+        if validator not in self._caches:
+            counts = CacheCounts(validator.cache)
+            validator.cache = counts  # type: ignore[assignment]  # same interface, counted
+            self._caches[validator] = counts
+            for state in validator.issuers.values():
+                introspector = state.introspector
+                if introspector is not None:
+                    introspector.ask = self._timed(  # type: ignore[method-assign,assignment]
+                        introspector.ask, state.config.issuer
+                    )
+
+    def validation(
+        self, token: AccessToken | None, error: AuthError | None, seconds: float
+    ) -> None:
+        """A token was judged: accepted (``token``) or refused (``error``), in ``seconds``."""
+
+    def refusal(self, error: AuthError) -> None:
+        """The middleware answered with ``error`` (any 400/401/403/429/503 it sent)."""
+
+    def introspection(self, issuer: str, seconds: float, error: AuthError | None) -> None:
+        """One RFC 7662 call ended, with a usable answer (``error`` is ``None``) or not."""
+
+    # -- read at collection time -----------------------------------------------------
+
+    def cache_counts(self) -> tuple[int, int, int]:
+        """Validation cache lookups so far: hits, negative hits (cached refusals), misses."""
+        hits = negative = misses = 0
+        for counts in list(self._caches.values()):
+            hits += counts.hits
+            negative += counts.negative_hits
+            misses += counts.misses
+        return hits, negative, misses
+
+    def snapshot(self) -> Snapshot:
+        """Counters the library keeps anyway, read now (no cost between collections)."""
+        issuers: dict[str, list[IssuerStats]] = {}
+        entries = 0
+        storage_errors = 0
+        for middleware in list(self._sources):
+            validator = middleware.validator
+            entries += len(validator.cache)
+            limiter = middleware.rate_limiter
+            if limiter is not None:
+                storage_errors += limiter.storage_errors
+            now = validator.clock()
+            for state in validator.issuers.values():
+                issuers.setdefault(state.config.issuer, []).append(_issuer_stats(state, now))
+        merged = tuple(_merge(rows) for rows in issuers.values())
+        return Snapshot(merged, entries, storage_errors)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _timed(
+        self, ask: Callable[..., Awaitable[Mapping[str, Any]]], issuer: str
+    ) -> Callable[..., Awaitable[Mapping[str, Any]]]:
+        observe = self.introspection
+
+        async def timed_ask(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
+            began = time.perf_counter()
+            error: AuthError | None = None
+            try:
+                return await ask(*args, **kwargs)
+            except AuthError as exc:
+                error = exc
+                raise
+            finally:
+                notify(observe, issuer, time.perf_counter() - began, error)
+
+        return timed_ask
+
+
+def notify(method: Callable[..., None], *args: Any) -> None:
+    """Call an observer method; its failure is logged, never the request's problem."""
+    try:
+        method(*args)
+    except Exception:
+        log.exception("bearerguard.observer.error method=%s", getattr(method, "__name__", "?"))
+
+
+def _issuer_stats(state: Any, now: float) -> IssuerStats:
+    jwks = state.jwks
+    fetched_at = jwks.fetched_at
+    keyset = jwks.keyset
+    introspector = state.introspector
+    return IssuerStats(
+        issuer=state.config.issuer,
+        jwks_age=None if fetched_at is None else max(0.0, now - fetched_at),
+        jwks_keys=len(keyset.keys) if keyset is not None else 0,
+        jwks_fetches=jwks.fetches,
+        jwks_failures=jwks.failures,
+        jwks_changes=jwks.generation,
+        metadata_fetches=state.metadata.fetches,
+        metadata_failures=state.metadata.failures,
+        introspection_calls=introspector.calls if introspector is not None else 0,
+        introspection_failures=introspector.failures if introspector is not None else 0,
+    )
+
+
+def _merge(rows: list[IssuerStats]) -> IssuerStats:
+    if len(rows) == 1:
+        return rows[0]
+    ages = [r.jwks_age for r in rows if r.jwks_age is not None]
+    return IssuerStats(
+        issuer=rows[0].issuer,
+        jwks_age=max(ages) if ages else None,
+        jwks_keys=max(r.jwks_keys for r in rows),
+        **{
+            name: sum(getattr(r, name) for r in rows)
+            for name in (
+                "jwks_fetches",
+                "jwks_failures",
+                "jwks_changes",
+                "metadata_fetches",
+                "metadata_failures",
+                "introspection_calls",
+                "introspection_failures",
+            )
+        },
+    )
+
+
+class LoggingObserver(Observer):
+    """Logs accepted tokens too (``bearerguard.validation outcome=accepted``, DEBUG).
+
+    Refusals are always logged; acceptances only through this observer, so the
+    request path of a server that does not want them carries no logging call.
+    """
+
+    def validation(
+        self, token: AccessToken | None, error: AuthError | None, seconds: float
+    ) -> None:
+        if token is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "bearerguard.validation outcome=accepted reason=ok token=%s issuer=%s kind=%s"
+                " seconds=%.6f",
+                token.short_hash,
+                token.issuer,
+                token.kind,
+                seconds,
+            )
