@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             f.unlink()
         tmp.rmdir()
     results["duration_s"] = time.time() - started
+    from benchmarks.machine import load
+
+    results["machine"]["load_at_end"] = load()
     from benchmarks.report import write
 
     text = write(results, Path(args.out))

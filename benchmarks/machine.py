@@ -48,9 +48,18 @@ def _tool_version(cmd: list[str]) -> str | None:
     return text[0] if text else None
 
 
+def load() -> list[float] | None:
+    """The 1/5/15-minute load averages: a busy shared machine shows here first."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def describe() -> dict[str, Any]:
     """Platform, CPU model, core count, Python, and the versions of everything compared."""
     return {
+        "load_at_start": load(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
@@ -68,3 +77,12 @@ def label(info: dict[str, Any]) -> str:
         f"{info['cpu_model']} ({info['cpus']} cores), {info['platform']}, "
         f"{info['python_implementation']} {info['python']}"
     )
+
+
+def load_note(info: dict[str, Any]) -> str:
+    """The load averages at start and end, for the reader to judge how noisy the run was."""
+    start, end = info.get("load_at_start"), info.get("load_at_end")
+    if not start:
+        return ""
+    text = f"Load average (1/5/15 min) at start {start}"
+    return text + (f", at end {end}" if end else "") + f" on {info['cpus']} cores."

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import label
+from benchmarks.machine import label, load_note
 from benchmarks.stats import fmt_pct, fmt_spread
 
 #: The issue's targets, checked against medians measured in the same run.
@@ -107,7 +107,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {label(info)}. Run: {results['started']} ({results['mode']}, "
         f"{results.get('duration_s', 0):.0f} s). Medians over interleaved rounds, "
         "(min..max) across rounds;"
-        " ratios are taken per round against a baseline measured in the same round.",
+        " ratios are taken per round against a baseline measured in the same round. "
+        + load_note(info),
         "",
         "## Targets (issue 5)",
         "",
@@ -271,6 +272,16 @@ def _ms(s: dict[str, Any] | None) -> str:
     return f"{s['median']:.2f} ms ({s['min']:.2f}..{s['max']:.2f})"
 
 
+IMPL_SHORT = {
+    "bearerguard": "bearerguard (cache off)",
+    "bearerguard_cache_miss": "bearerguard (cache on, misses)",
+    "pyjwt": "PyJWT decode",
+    "pyjwkclient": "PyJWKClient + decode",
+    "authlib": "authlib.jose",
+    "joserfc": "joserfc",
+}
+
+
 def chart(results: dict[str, Any], path: Path) -> str | None:
     """A two-panel PNG: in-process ops/s per alg and implementation; HTTP req/s vs plain."""
     try:
@@ -298,40 +309,46 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
                 "joserfc",
             ].index(n),
         )
+        impls = [n for n in impls if n != "raw"]
         width = 0.8 / max(1, len(impls))
         for i, name in enumerate(impls):
-            med = [cold[a].get(name, {}).get("ops_per_s", {}).get("median") or 0 for a in algs]
+            rows = [cold[a].get(name, {}).get("vs_raw") or {} for a in algs]
+            med = [(r.get("median") or 0) * 100 for r in rows]
             lo = [
-                m - (cold[a].get(name, {}).get("ops_per_s", {}).get("min") or m)
-                for a, m in zip(algs, med, strict=True)
+                m - (r.get("min") or 0) * 100 if r.get("min") else 0
+                for r, m in zip(rows, med, strict=True)
             ]
             hi = [
-                (cold[a].get(name, {}).get("ops_per_s", {}).get("max") or m) - m
-                for a, m in zip(algs, med, strict=True)
+                (r.get("max") or 0) * 100 - m if r.get("max") else 0
+                for r, m in zip(rows, med, strict=True)
             ]
             xs = [j + i * width for j in range(len(algs))]
-            ax.bar(
-                xs,
-                [m / 1000 for m in med],
-                width,
-                yerr=[[v / 1000 for v in lo], [v / 1000 for v in hi]],
-                label=name,
-                capsize=2,
-            )
+            ax.bar(xs, med, width, yerr=[lo, hi], label=IMPL_SHORT.get(name, name), capsize=2)
+        ax.axhline(100, color="grey", lw=0.8)
+        ax.axhline(50, color="tab:red", lw=0.8, ls="--")
         ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(algs))], algs)
-        ax.set_ylabel("validations / s (thousands), median, min..max")
-        ax.set_title("In-process cold validation (distinct tokens)")
+        ax.set_ylabel("% of raw cryptography verify, same round (median, min..max)")
+        ax.set_title("In-process cold validation, distinct tokens (100 % = raw verify)")
         ax.legend(fontsize=8)
     else:
         ax.set_title("In-process: not run")
     ax = axes[1]
     if http:
         names = list(http)
-        med = [(http[n].get("rps_vs_plain") or {}).get("median") or 0 for n in names]
-        ax.barh(range(len(names)), [m * 100 for m in med], color="tab:blue")
+        rows = [http[n].get("rps_vs_plain") or {} for n in names]
+        med = [(r.get("median") or 0) * 100 for r in rows]
+        lo = [
+            m - (r.get("min") or 0) * 100 if r.get("min") else 0
+            for r, m in zip(rows, med, strict=True)
+        ]
+        hi = [
+            (r.get("max") or 0) * 100 - m if r.get("max") else 0
+            for r, m in zip(rows, med, strict=True)
+        ]
+        ax.barh(range(len(names)), med, xerr=[lo, hi], color="tab:blue", capsize=2)
         ax.set_yticks(range(len(names)), [http[n]["label"] for n in names], fontsize=8)
         ax.axvline(100, color="grey", lw=0.8)
-        ax.set_xlabel("req/s as % of plain Starlette in the same round (median)")
+        ax.set_xlabel("req/s as % of plain Starlette in the same round (median, min..max)")
         ax.set_title("HTTP, uvicorn 1 worker, wrk on loopback")
         ax.invert_yaxis()
     else:
