@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from jwt.algorithms import RSAAlgorithm
 
 from bearerguard.config import FetchPolicy, Issuer
 from bearerguard.errors import InvalidToken, Unavailable
 from bearerguard.jwks import JWKSCache
 from bearerguard.keys import VerificationKey
 from bearerguard.metadata import MetadataResolver
-from bearerguard.testing import TestIssuer
+from bearerguard.testing import TestIssuer, generate_key, tamper
 from conftest import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -291,6 +292,33 @@ async def test_clock_going_back_neither_freezes_keys_nor_the_cooldown(
     new_token = test_issuer.mint()
     assert verifies(await keys_for(cache, new_token), new_token)
     assert await cache.refresh() and cache.fetched_at == clock.now
+
+
+async def test_key_replaced_under_the_same_kid_is_found_by_recheck(
+    make: Make, test_issuer: TestIssuer
+) -> None:
+    cache = make()
+    old_token = test_issuer.mint()
+    tried = await keys_for(cache, old_token)
+    replacement = generate_key("RS256")
+    jwk = RSAAlgorithm.to_jwk(replacement.public_key(), as_dict=True)
+    test_issuer.serve_jwks({"keys": [{**jwk, "kid": test_issuer.signing_kid, "alg": "RS256"}]})
+    token = test_issuer.mint(key=replacement, kid=test_issuer.signing_kid)
+    assert not verifies(await keys_for(cache, token), token)  # the cached key is the old one
+    fresh = await cache.recheck(test_issuer.signing_kid, "RS256", tried)
+    assert verifies(fresh, token) and not tried[0].active
+
+
+async def test_recheck_after_a_forged_signature_fetches_at_most_once_per_cooldown(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
+    token = tamper(test_issuer.mint())
+    tried = await keys_for(cache, token)
+    for _ in range(20):
+        assert await cache.recheck(test_issuer.signing_kid, "RS256", tried) == ()
+        clock.advance(1)
+    assert jwks_requests(test_issuer) == 2  # the first fetch and one recheck in 20 s
 
 
 # -- lifetimes --------------------------------------------------------------------------

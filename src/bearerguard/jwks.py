@@ -146,33 +146,72 @@ class JWKSCache:
     async def _unknown_kid(
         self, kid: str | None, alg: str, arrival: int
     ) -> tuple[VerificationKey, ...]:
+        def probe() -> tuple[VerificationKey, ...] | None:
+            keyset = self._keyset
+            return keyset.candidates(kid, alg) if keyset is not None else None
+
+        found = await self._refresh_until(probe, arrival, "unknown_kid", kid)
+        if found is not None:
+            return found
+        if not self._last_ok:
+            # The check for a new key failed: the issuer is down, not the token bad.
+            raise self._unavailable(self._clock())
+        raise InvalidToken("The access token was signed with an unknown key", reason="unknown_kid")
+
+    async def recheck(
+        self, kid: str | None, alg: str, tried: tuple[VerificationKey, ...]
+    ) -> tuple[VerificationKey, ...]:
+        """Keys worth trying after ``tried`` failed to verify a signature; never raises.
+
+        For issuers that replace a key under the same ``kid`` (or sign without one):
+        one refresh, under the same cooldown and single flight as an unknown ``kid``
+        (so forged signatures cost no more fetches than random kids), and the keys
+        for ``kid``/``alg`` that were not among ``tried``; ``()`` when there are none.
+        """
+        tried_ids = {id(key) for key in tried}
+
+        def probe() -> tuple[VerificationKey, ...] | None:
+            keyset = self._keyset
+            found = keyset.candidates(kid, alg) if keyset is not None else None
+            fresh = tuple(k for k in found or () if id(k) not in tried_ids)
+            return fresh or None
+
+        if kid is not None and type(kid) is not str:
+            return ()
+        return await self._refresh_until(probe, self._started, "bad_signature", kid) or ()
+
+    async def _refresh_until(
+        self,
+        probe: Callable[[], tuple[VerificationKey, ...] | None],
+        arrival: int,
+        reason: str,
+        kid: str | None,
+    ) -> tuple[VerificationKey, ...] | None:
+        """Wait for refreshes (joining one in flight, or forcing one when the cooldown allows)
+        until ``probe`` finds something, or a fetch begun after ``arrival`` has succeeded."""
         for _ in range(_MAX_WAITS):
             if self._ok_seq > arrival:
-                # A fetch begun after this request arrived succeeded: the kid is really unknown.
-                break
+                return None  # keys fetched after the request arrived: nothing more to learn
             if self._current_task() is None:
                 now = self._clock()
                 if (
                     self._last_forced is not None
                     and 0 <= now - self._last_forced < self._policy.cooldown
                 ):
-                    break
+                    return None
                 self._last_forced = now
                 log.info(
-                    "bearerguard.jwks.unknown_kid issuer=%s kid=%r action=refresh",
+                    "bearerguard.jwks.forced_refresh issuer=%s trigger=%s kid=%r",
                     self._issuer.issuer,
+                    reason,
                     (kid or "")[:64],
                 )
-                self._start("unknown_kid")
+                self._start(reason)
             await self._join()
-            keyset = self._keyset
-            found = keyset.candidates(kid, alg) if keyset is not None else None
+            found = probe()
             if found is not None:
                 return found
-        if not self._last_ok:
-            # The check for a new key failed: the issuer is down, not the token bad.
-            raise self._unavailable(self._clock())
-        raise InvalidToken("The access token was signed with an unknown key", reason="unknown_kid")
+        return None
 
     # -- lifecycle -----------------------------------------------------------------
 
