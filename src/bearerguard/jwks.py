@@ -178,7 +178,7 @@ class JWKSCache:
 
         if kid is not None and type(kid) is not str:
             return ()
-        return await self._refresh_until(probe, self._started, "bad_signature", kid) or ()
+        return await self._refresh_until(probe, self._started, "recheck", kid) or ()
 
     async def _refresh_until(
         self,
@@ -201,9 +201,9 @@ class JWKSCache:
                     return None
                 self._last_forced = now
                 log.info(
-                    "bearerguard.jwks.forced_refresh issuer=%s trigger=%s kid=%r",
+                    "bearerguard.jwks.%s issuer=%s kid=%r action=refresh",
+                    reason,  # unknown_kid, or recheck after a signature that did not verify
                     self._issuer.issuer,
-                    reason,
                     (kid or "")[:64],
                 )
                 self._start(reason)
