@@ -38,7 +38,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--http-rounds", type=int, default=None, help="HTTP rounds (default 3, quick 1)")
     p.add_argument(
-        "--duration", type=float, default=None, help="seconds per wrk run (default 6, quick 3)"
+        "--duration", type=float, default=None, help="seconds per wrk run (default 5, quick 3)"
     )
     p.add_argument(
         "--rss-tokens", type=int, default=None, help="tokens for the RSS run (default 1000000)"
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (3 if quick else 7)
     pool_size = args.pool or (500 if quick else 2000)
     http_rounds = args.http_rounds or (1 if quick else 3)
-    duration = args.duration or (3.0 if quick else 6.0)
+    duration = args.duration or (3.0 if quick else 5.0)
     rss_tokens = args.rss_tokens or (50_000 if quick else 1_000_000)
     extras_ops = 20_000 if quick else 100_000
 

@@ -55,8 +55,8 @@ def bearerguard_kwargs() -> dict[str, Any]:
                 kwargs[name] = 0
                 break
         else:
-            if "cache" in params:
-                kwargs["cache"] = False
+            # The middleware has no cache keyword: hand it a validator built with the cache off.
+            kwargs = {"validator": _validator_without_cache()}
     limit = os.environ.get("BENCH_RATE_LIMIT")
     if limit:
         kwargs["rate_limit"] = limit
@@ -65,6 +65,21 @@ def bearerguard_kwargs() -> dict[str, Any]:
         if strategy:
             kwargs["rate_limit_strategy"] = strategy
     return kwargs
+
+
+def _validator_without_cache() -> Any:
+    from bearerguard.config import Issuer
+    from bearerguard.validator import TokenValidator
+
+    params = inspect.signature(TokenValidator.__init__).parameters
+    if "cache_size" not in params:
+        raise RuntimeError("TokenValidator has no cache_size: the cache cannot be turned off")
+    issuer = Issuer(
+        issuer=_env("BENCH_ISSUER"),
+        audience=_env("BENCH_AUDIENCE"),
+        jwks_uri=_env("BENCH_JWKS_URI"),
+    )
+    return TokenValidator([issuer], cache_size=0)
 
 
 def plain_app() -> Starlette:

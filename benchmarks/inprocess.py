@@ -523,7 +523,7 @@ def _ratelimit_runners(
         count = len(access_tokens)
 
         # Redis round trips are slow: fewer operations per sample keep the run short.
-        ops = n if "redis" not in name else max(200, n // 20)
+        ops = max(200, n // 5) if "redis" not in name else max(200, n // 20)
 
         def make(limiter: Any = limiter, count: int = count, ops: int = ops) -> Callable[[], float]:
             state = {"i": 0}
@@ -572,7 +572,7 @@ def _introspection_runners(
         client_secret="bench-rs-secret",
         opaque="introspect",
     )
-    cold_ops = max(100, n // 50)
+    cold_ops = max(100, n // 200)
     off = _cache_kwargs(False) or {}
 
     def cold() -> float:

@@ -98,3 +98,21 @@ def test_benchmark_apps_answer_with_and_without_a_token(
         assert good.json() == apps.BODY
         missing = client.get("/items")
         assert missing.status_code == (200 if kind == "plain" else 401)
+
+
+def test_benchmark_app_with_cache_off_really_has_no_cache(
+    ctx: inprocess.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import apps
+
+    issuer = ctx.issuer
+    monkeypatch.setenv("BENCH_CACHE", "off")
+    monkeypatch.setenv("BENCH_ISSUER", issuer.issuer)
+    monkeypatch.setenv("BENCH_AUDIENCE", issuer.audience)
+    monkeypatch.setenv("BENCH_JWKS_URI", issuer.jwks_uri)
+    kwargs = apps.bearerguard_kwargs()
+    validator = kwargs.get("validator")
+    if validator is not None:
+        assert not validator.cache.enabled
+    else:
+        assert any(kwargs.get(k) == 0 for k in ("cache_size", "cache_maxsize", "cache_max_entries"))
