@@ -139,8 +139,12 @@ def markdown(results: dict[str, Any]) -> str:
     if extras:
         lines += [
             "",
-            f"## In-process: cache hit, rate limits, introspection "
-            f"({extras['ops_per_sample']} ops per sample)",
+            "## In-process: cache hit, rate limits, introspection",
+            "",
+            f"Ops per sample: floor and cache hits {extras['ops_per_sample']:,}; memory rate "
+            f"limits {max(200, extras['ops_per_sample'] // 5):,}; Redis "
+            f"{max(200, extras['ops_per_sample'] // 20):,}; introspection cold "
+            f"{max(100, extras['ops_per_sample'] // 200):,} (one round trip each).",
             "",
             "| what | ops/s | µs/op |",
             "|---|---|---|",
