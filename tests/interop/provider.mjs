@@ -90,8 +90,10 @@ function newKeySet() {
 }
 
 /** The key state: which key signs per alg, and every key still published. */
+log(`starting (pid ${process.pid})`);
 const keys = loadKeys() ?? { current: newKeySet(), retired: [] };
 saveKeys();
+log(`keys ready: ${publishedKeys().map((k) => k.kid).join(' ')}`);
 
 function loadKeys() {
   if (!args['keys-file'] || !existsSync(args['keys-file'])) return undefined;

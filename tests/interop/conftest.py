@@ -1,0 +1,64 @@
+"""Fixtures that run panva's oidc-provider (tests/interop/provider.mjs) as a real process.
+
+Each test gets its own provider on a free loopback port, so rotations and outages in
+one test cannot leak into another; it is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from interop_support import ApiFactory, OIDCProvider, build_api, lifespan, node_or_skip
+
+from bearerguard import Issuer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def oidc_provider(tmp_path: Path) -> Iterator[OIDCProvider]:
+    """A running oidc-provider with a 300 s default token lifetime."""
+    provider = OIDCProvider(node=node_or_skip(), workdir=tmp_path, ttl=300)
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+@pytest.fixture
+def api(oidc_provider: OIDCProvider) -> ApiFactory:
+    """Serve the API trusting the running provider, discovery as-is; options go to Issuer.
+
+    By default the API is the JWT resource and authenticates to introspection as
+    ``interop-rs``; ``leeway=0`` so a lifetime of a few seconds means what it says.
+    """
+
+    @asynccontextmanager
+    async def serve(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
+        client_id, client_secret = oidc_provider.client("resource_server")
+        settings: dict[str, Any] = {
+            "issuer": oidc_provider.issuer,
+            "audience": oidc_provider.resource("jwt"),
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "leeway": 0.0,
+        }
+        settings.update(options)
+        app = build_api(Issuer(**settings))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            lifespan(app),
+            httpx.AsyncClient(transport=transport, base_url="http://api.test") as client,
+        ):
+            yield client
+
+    return serve
