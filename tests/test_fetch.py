@@ -255,6 +255,16 @@ async def test_body_without_content_length_within_the_cap_is_read(
 
 
 @pytest.mark.anyio
+async def test_in_process_answers_are_read_and_capped_too(test_issuer: TestIssuer) -> None:
+    test_issuer.route("/big", body=b'{"pad": "' + b"x" * 5000 + b'"}')
+    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+        result = await fetch_json(client, test_issuer.jwks_uri, policy=POLICY)
+        assert result.document == test_issuer.jwks()
+        with pytest.raises(UpstreamError, match="larger than"):
+            await fetch_json(client, test_issuer.url("/big"), policy=FetchPolicy(max_bytes=4096))
+
+
+@pytest.mark.anyio
 async def test_compressed_body_is_decoded(
     http_client: httpx.AsyncClient, test_issuer: TestIssuer
 ) -> None:

@@ -342,6 +342,11 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
+    if response.is_stream_consumed:
+        # An in-memory answer (an in-process transport): already read and decoded.
+        if len(response.content) > max_bytes:
+            raise too_large
+        return response.content
     decoder = _decoder(response.headers.get("content-encoding", ""), response.status_code)
     chunks: list[bytes] = []
     size = 0
