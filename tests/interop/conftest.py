@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from interop_support import ApiFactory, OIDCProvider, build_api, lifespan, node_or_skip
 
 from bearerguard import Issuer
+
+from .interop_support import ApiFactory, OIDCProvider, build_api, lifespan, node_or_skip
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from interop_support import ApiFactory, OIDCProvider, bearer
+
+from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 

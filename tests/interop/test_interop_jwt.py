@@ -9,7 +9,8 @@ from typing import Any
 
 import anyio
 import pytest
-from interop_support import ApiFactory, OIDCProvider, bearer
+
+from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 

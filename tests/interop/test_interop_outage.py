@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from interop_support import ApiFactory, OIDCProvider, bearer
 
 from bearerguard import FetchPolicy
+
+from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 

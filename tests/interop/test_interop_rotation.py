@@ -7,9 +7,10 @@ import time
 import anyio
 import httpx
 import pytest
-from interop_support import ApiFactory, OIDCProvider, bearer
 
 from bearerguard import FetchPolicy
+
+from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 
