@@ -377,3 +377,18 @@ async def test_invalid_tokens_do_not_grow_the_cache_past_its_bound(
     assert all(isinstance(r, InvalidToken) for r in results)
     assert len(validator.cache) <= 40 + 10
     assert cached(validator, good) is not None
+
+
+async def test_a_token_that_cannot_be_hashed_is_refused_not_a_crash(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    validator = make_validator(config(test_issuer))
+    with pytest.raises(InvalidToken) as refused:
+        await validator.validate("abc\udc80def")
+    assert refused.value.reason == "malformed"
+
+
+def test_cached_tokens_share_equal_scope_sets() -> None:
+    cache = ValidationCache(10)
+    first = cache.shared_scopes(frozenset({"read", "write"}))
+    assert cache.shared_scopes(frozenset({"write", "read"})) is first

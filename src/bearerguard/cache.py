@@ -5,7 +5,7 @@ Why it is shaped this way:
 * The hit path is the hot path (hundreds of thousands a second): one digest, one
   lookup, one deadline comparison and one ``key.active`` read, allocating nothing.
   ``cachetools.TTLCache`` costs several times that per ``get``, so entries carry
-  their own deadline in an ``LRUCache`` instead.
+  their own deadline in a ``cachetools.Cache`` read through a plain-dict index.
 * A deadline is fixed when the entry is stored: never past the token's ``exp``
   (RFC 7662 §4 asks it of introspection answers; JWTs get the same), never past
   the configured cap. Comparing it with the clock on every hit is the per-request
@@ -16,8 +16,9 @@ Why it is shaped this way:
   no longer served, so a negative entry never hides a key that has just appeared.
   An acceptance remembers the key that verified it: when the key leaves the JWKS
   (``VerificationKey.active`` turns false) the entry stops being served.
-* Entries are small ``__slots__`` objects holding shared, immutable values, so a
-  full cache adds few objects for the garbage collector to walk.
+* An accepted entry is the :class:`AccessToken` itself, its deadline and key in
+  side tables and its scope set shared with other tokens: a full cache adds as
+  few objects as possible for the garbage collector's full passes to walk.
 
 :class:`SharedCache` is the optional second level for introspection answers, in
 Redis: the key is the token hash and the value the validated claims, never the
@@ -32,9 +33,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from cachetools import LRUCache
+from cachetools import Cache
 
 from bearerguard.errors import InvalidToken
 from bearerguard.fetch import parse_json
@@ -43,7 +44,6 @@ from bearerguard.tokens import AccessToken
 __all__ = [
     "ALWAYS_ACTIVE",
     "DEFAULT_CACHE_SIZE",
-    "Accepted",
     "Refused",
     "SharedCache",
     "ValidationCache",
@@ -53,6 +53,8 @@ log = logging.getLogger("bearerguard.cache")
 
 #: Entries kept for accepted tokens; refusals get a quarter of that, separately.
 DEFAULT_CACHE_SIZE = 10_000
+#: Distinct scope sets shared between cached tokens; past this, each token keeps its own.
+_MAX_SCOPE_SETS = 1024
 
 
 class KeyLike(Protocol):
@@ -81,17 +83,6 @@ class _AlwaysActive:
 ALWAYS_ACTIVE = _AlwaysActive()
 
 
-class Accepted:
-    """A validated token, served until ``deadline`` while ``key`` is still published."""
-
-    __slots__ = ("deadline", "key", "token")
-
-    def __init__(self, token: AccessToken, deadline: float, key: KeyLike) -> None:
-        self.token = token
-        self.deadline = deadline
-        self.key = key
-
-
 class Refused:
     """A refusal, served until ``deadline`` while the key source is at ``generation``."""
 
@@ -111,22 +102,86 @@ class Refused:
         return InvalidToken(self.description, reason=self.reason)
 
 
-class ValidationCache:
-    """Accepted and refused tokens, each in a bounded LRU keyed by the token's SHA-256 digest.
+_V = TypeVar("_V")
 
-    ``maxsize=0`` turns caching off (every call is a miss, nothing is stored).
+
+class _Indexed(Cache[bytes, _V], Generic[_V]):
+    """cachetools' bounded cache (the oldest entry goes first), mirrored in a plain dict.
+
+    The hit path reads :attr:`index` directly: one C-level ``dict.get`` instead of the
+    three Python-level calls (and the reordering) of ``LRUCache.get``; cachetools
+    keeps the bound and chooses what to evict.
     """
 
-    __slots__ = ("_accepted", "_get_accepted", "_refused", "maxsize")
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.index: dict[bytes, _V] = {}
+
+    def __setitem__(self, key: bytes, value: _V) -> None:
+        super().__setitem__(key, value)  # may evict: popitem() goes through __delitem__
+        self.index[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        super().__delitem__(key)
+        del self.index[key]
+
+
+class _AcceptedIndex(_Indexed[AccessToken]):
+    """Accepted tokens, with their deadline and key in side tables.
+
+    Floats and shared key objects in plain dicts add nothing for the garbage
+    collector to walk; a per-entry record object would add one tracked object per
+    cached token (and full collections walk every one of them).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.deadlines: dict[bytes, float] = {}
+        self.verifiers: dict[bytes, KeyLike] = {}
+
+    def put(self, digest: bytes, token: AccessToken, deadline: float, key: KeyLike) -> None:
+        self.deadlines[digest] = deadline
+        self.verifiers[digest] = key
+        self[digest] = token
+
+    def __delitem__(self, key: bytes) -> None:
+        super().__delitem__(key)
+        del self.deadlines[key]
+        del self.verifiers[key]
+
+
+class ValidationCache:
+    """Accepted and refused tokens, each in a bounded cache keyed by the token's SHA-256 digest.
+
+    ``maxsize=0`` turns caching off (every call is a miss, nothing is stored). Eviction
+    is oldest-first: a hit does not reorder anything, so it stays a single lookup; a
+    token evicted while still in use costs one fresh validation.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_deadlines",
+        "_get_accepted",
+        "_keys",
+        "_refused",
+        "_scopes",
+        "maxsize",
+    )
 
     def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE, *, refused_maxsize: int | None = None):
         if maxsize < 0:
             raise ValueError("cache_size must be 0 (off) or positive")
         self.maxsize = maxsize
         refused_size = max(1, maxsize // 4) if refused_maxsize is None else refused_maxsize
-        self._accepted: LRUCache[bytes, Accepted] = LRUCache(max(1, maxsize))
-        self._refused: LRUCache[bytes, Refused] = LRUCache(max(1, refused_size))
-        self._get_accepted = self._accepted.get
+        self._refused: _Indexed[Refused] = _Indexed(max(1, refused_size))
+        self._scopes: dict[frozenset[str], frozenset[str]] = {}
+        self._reset_accepted(max(1, maxsize))
+
+    def _reset_accepted(self, maxsize: int) -> None:
+        self._accepted = _AcceptedIndex(maxsize)
+        self._get_accepted = self._accepted.index.get
+        self._deadlines = self._accepted.deadlines
+        self._keys = self._accepted.verifiers
 
     @property
     def enabled(self) -> bool:
@@ -140,12 +195,12 @@ class ValidationCache:
 
         The hot path: no allocation when the token is accepted and still good.
         """
-        entry = self._get_accepted(digest)
-        if entry is not None:
-            if now < entry.deadline and entry.key.active:
-                return entry.token
-            self._accepted.pop(digest, None)
-        refused = self._refused.get(digest)
+        token = self._get_accepted(digest)
+        if token is not None:
+            if now < self._deadlines[digest] and self._keys[digest].active:
+                return token
+            del self._accepted[digest]
+        refused = self._refused.index.get(digest)
         if refused is not None:
             if now < refused.deadline and refused.generation == refused.source.generation:
                 raise refused.error()
@@ -156,7 +211,7 @@ class ValidationCache:
         """Remember an accepted token until ``deadline`` (clock time)."""
         if self.maxsize:
             self._refused.pop(digest, None)
-            self._accepted[digest] = Accepted(token, deadline, key)
+            self._accepted.put(digest, token, deadline, key)
 
     def refuse(
         self, digest: bytes, error: InvalidToken, deadline: float, source: Generational
@@ -170,9 +225,18 @@ class ValidationCache:
         self._accepted.pop(digest, None)
         self._refused.pop(digest, None)
 
+    def shared_scopes(self, scopes: frozenset[str]) -> frozenset[str]:
+        """One frozenset object per distinct scope set, so cached tokens share them (bounded)."""
+        found = self._scopes.get(scopes)
+        if found is not None:
+            return found
+        if len(self._scopes) < _MAX_SCOPE_SETS:
+            self._scopes[scopes] = scopes
+        return scopes
+
     def clear(self) -> None:
-        self._accepted.clear()
-        self._refused.clear()
+        self._reset_accepted(int(self._accepted.maxsize))
+        self._refused = _Indexed(int(self._refused.maxsize))
 
 
 class SharedCache:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -144,8 +144,19 @@ class Introspector:
         if username is not None and type(username) is not str:
             raise InvalidToken("The access token's username is malformed", reason="bad_claim")
 
-    def access_token(self, document: Mapping[str, Any], token_hash: str) -> AccessToken:
-        """The :class:`AccessToken` of an answer that passed :meth:`judge`."""
+    def access_token(
+        self,
+        document: Mapping[str, Any],
+        token_hash: str,
+        *,
+        share: Callable[[frozenset[str]], frozenset[str]] | None = None,
+    ) -> AccessToken:
+        """The :class:`AccessToken` of an answer that passed :meth:`judge`.
+
+        ``share`` may swap the scope set for an equal one already held (see
+        ``ValidationCache.shared_scopes``).
+        """
+        scopes = read_scopes(document, self._rules.scope_claims)
         aud = document.get("aud")
         if type(aud) is str:
             audience: tuple[str, ...] = (aud,)
@@ -158,7 +169,7 @@ class Introspector:
             issuer=self.config.issuer,
             subject=document.get("sub"),
             client_id=document.get("client_id"),
-            scopes=read_scopes(document, self._rules.scope_claims),
+            scopes=share(scopes) if share is not None else scopes,
             audience=audience,
             expires_at=float(exp) if type(exp) is int or type(exp) is float else None,
             token_hash=token_hash,

@@ -207,7 +207,10 @@ class TokenValidator:
         """Validate one raw token; every failure is an :class:`AuthError`, never anything else."""
         if len(token) > self.max_token_length:
             raise InvalidToken("The access token is too large", reason="too_large")
-        digest = _sha256(token.encode("utf-8", "surrogatepass")).digest()
+        try:
+            digest = _sha256(token.encode()).digest()
+        except UnicodeEncodeError:  # a lone surrogate: no header could have carried it
+            raise InvalidToken("The access token is malformed", reason="malformed") from None
         if self._cache_on:
             cached = self.cache.lookup(digest, self.clock())
             if cached is not None:
@@ -287,9 +290,8 @@ class TokenValidator:
                 return key
         raise InvalidToken("The access token's signature is invalid", reason="bad_signature")
 
-    @staticmethod
     def _access_token(
-        state: IssuerState, claims: dict[str, Any], digest: str, key: VerificationKey | None
+        self, state: IssuerState, claims: dict[str, Any], digest: str, key: VerificationKey | None
     ) -> AccessToken:
         aud = claims.get("aud")
         audience = (aud,) if isinstance(aud, str) else tuple(aud or ())
@@ -298,7 +300,7 @@ class TokenValidator:
             issuer=state.config.issuer,
             subject=claims.get("sub"),
             client_id=claims.get("client_id"),
-            scopes=read_scopes(claims, state.rules.scope_claims),
+            scopes=self.cache.shared_scopes(read_scopes(claims, state.rules.scope_claims)),
             audience=audience,
             expires_at=float(exp) if exp is not None else None,
             token_hash=digest,
@@ -363,7 +365,9 @@ class TokenValidator:
         now = self.clock()
         try:
             introspector.judge(document, now)
-            access = introspector.access_token(document, digest.hex())
+            access = introspector.access_token(
+                document, digest.hex(), share=self.cache.shared_scopes
+            )
         except InvalidToken as error:
             if error.reason != "inactive" or document.get("active") is False:
                 self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
@@ -396,7 +400,7 @@ class TokenValidator:
         claims: dict[str, Any] = stored["claims"]
         try:
             introspector.judge(claims, now)
-            access = introspector.access_token(claims, digest.hex())
+            access = introspector.access_token(claims, digest.hex(), share=self.cache.shared_scopes)
         except InvalidToken as error:
             self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
             raise
