@@ -11,7 +11,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, require_scopes
@@ -264,3 +265,21 @@ def test_middleware_without_observer_instruments_nothing(test_issuer: TestIssuer
     )
     assert middleware.observer is None
     assert type(middleware.validator.cache).__name__ == "ValidationCache"
+
+
+def test_latency_buckets_are_cumulative_and_the_exposition_parses(
+    client: TestClient, test_issuer: TestIssuer, registry: CollectorRegistry
+) -> None:
+    for _ in range(3):
+        client.get("/items", headers=test_issuer.auth_header(scope="read:items"))
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    buckets = [
+        s
+        for s in families["bearerguard_validation_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels["outcome"] == "accepted"
+    ]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts)
+    assert buckets[-1].labels["le"] == "+Inf"
+    assert counts[-1] == 3

@@ -16,6 +16,7 @@ introspection calls and failures, rate-limit storage errors.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +68,38 @@ def _reason(error: AuthError | None) -> str:
     return "ok" if error is None else error.reason
 
 
+class _Histogram:
+    """A latency histogram kept as plain counts: an ``observe`` is one bisect and two adds."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: ``(le, observations <= le)``, ending with ``+Inf``."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
 class PrometheusObserver(Observer):
     """Metrics in a ``prometheus_client`` registry (the default one unless ``registry`` is given).
 
-    Create one per registry: its metric names are registered once. Expose them the
-    usual way (``prometheus_client.make_asgi_app()`` mounted on ``/metrics``, and
-    ``/metrics`` in ``exclude_paths`` or behind its own protection).
+    Request-path events only add to plain integers (no lock, no label lookup in
+    ``prometheus_client``); everything is turned into metric families when
+    Prometheus scrapes. Create one per registry: its metric names are registered
+    once. Expose them the usual way (``prometheus_client.make_asgi_app()`` mounted
+    on ``/metrics``, with ``/metrics`` in ``exclude_paths`` or protected otherwise).
     """
 
     def __init__(
@@ -83,71 +110,55 @@ class PrometheusObserver(Observer):
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
         super().__init__()
-        from prometheus_client import REGISTRY, Counter, Histogram
+        from prometheus_client import REGISTRY
 
-        registry = REGISTRY if registry is None else registry
-        ns = namespace
-        self._validations = Counter(
-            f"{ns}_validations",
-            "Bearer tokens judged, by outcome (accepted, rejected, unavailable) and reason",
-            ["outcome", "reason"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            f"{ns}_validation_seconds",
-            "Time to judge a bearer token (cache, keys, introspection included)",
-            ["outcome"],
-            buckets=tuple(buckets),
-            registry=registry,
-        )
-        self._refusals = Counter(
-            f"{ns}_refusals",
-            "Error answers sent by the middleware, by HTTP status and reason",
-            ["status", "reason"],
-            registry=registry,
-        )
-        self._rate_limited = Counter(
-            f"{ns}_ratelimit_rejections",
-            "Requests refused with 429 because the token spent its budget",
-            registry=registry,
-        )
-        self._introspection = Histogram(
-            f"{ns}_introspection_seconds",
-            "RFC 7662 introspection call latency, by issuer and outcome",
-            ["issuer", "outcome"],
-            buckets=tuple(buckets),
-            registry=registry,
-        )
-        self._accepted = self._validations.labels("accepted", "ok")
-        self._accepted_latency = self._latency.labels("accepted")
-        registry.register(_PrometheusCollector(self, ns))
+        self.namespace = namespace
+        self._bounds = tuple(sorted(float(b) for b in buckets))
+        #: (outcome, reason) -> validations; outcome -> latency histogram.
+        self._validations: dict[tuple[str, str], int] = {}
+        self._latency: dict[str, _Histogram] = {}
+        #: (status, reason) -> refusals; (issuer, outcome) -> introspection latency.
+        self._refusals: dict[tuple[str, str], int] = {}
+        self._introspection: dict[tuple[str, str], _Histogram] = {}
+        self._rate_limited = 0
+        self._accepted = ("accepted", "ok")
+        self._accepted_latency = self._histogram(self._latency, "accepted")
+        self._validations[self._accepted] = 0
+        (REGISTRY if registry is None else registry).register(_PrometheusCollector(self))
+
+    def _histogram(self, table: dict[Any, _Histogram], key: Any) -> _Histogram:
+        found = table.get(key)
+        if found is None:
+            found = table[key] = _Histogram(self._bounds)
+        return found
 
     def validation(
         self, token: AccessToken | None, error: AuthError | None, seconds: float
     ) -> None:
         if error is None:
-            self._accepted.inc()
+            self._validations[self._accepted] += 1
             self._accepted_latency.observe(seconds)
             return
         outcome = outcome_of(error)
-        self._validations.labels(outcome, error.reason).inc()
-        self._latency.labels(outcome).observe(seconds)
+        key = (outcome, error.reason)
+        self._validations[key] = self._validations.get(key, 0) + 1
+        self._histogram(self._latency, outcome).observe(seconds)
 
     def refusal(self, error: AuthError) -> None:
-        self._refusals.labels(str(error.status), error.reason).inc()
+        key = (str(error.status), error.reason)
+        self._refusals[key] = self._refusals.get(key, 0) + 1
         if isinstance(error, RateLimited):
-            self._rate_limited.inc()
+            self._rate_limited += 1
 
     def introspection(self, issuer: str, seconds: float, error: AuthError | None) -> None:
-        self._introspection.labels(issuer, outcome_of(error)).observe(seconds)
+        self._histogram(self._introspection, (issuer, outcome_of(error))).observe(seconds)
 
 
 class _PrometheusCollector:
-    """Reads the library's own counters when Prometheus scrapes, never in between."""
+    """Turns the observer's tallies and the library's own counters into metric families."""
 
-    def __init__(self, observer: Observer, namespace: str) -> None:
+    def __init__(self, observer: PrometheusObserver) -> None:
         self._observer = observer
-        self._ns = namespace
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families(Snapshot((), 0, 0), (0, 0, 0)))
@@ -156,9 +167,51 @@ class _PrometheusCollector:
         return list(self._families(self._observer.snapshot(), self._observer.cache_counts()))
 
     def _families(self, snapshot: Snapshot, lookups: tuple[int, int, int]) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
-        ns = self._ns
+        obs = self._observer
+        ns = obs.namespace
+        validations = CounterMetricFamily(
+            f"{ns}_validations",
+            "Bearer tokens judged, by outcome (accepted, rejected, unavailable) and reason",
+            labels=["outcome", "reason"],
+        )
+        for (outcome, reason), count in list(obs._validations.items()):
+            validations.add_metric([outcome, reason], count)
+        yield validations
+        latency = HistogramMetricFamily(
+            f"{ns}_validation_seconds",
+            "Time to judge a bearer token (cache, keys and introspection included)",
+            labels=["outcome"],
+        )
+        for outcome, histogram in list(obs._latency.items()):
+            latency.add_metric([outcome], histogram.cumulative(), histogram.total)
+        yield latency
+        refusals = CounterMetricFamily(
+            f"{ns}_refusals",
+            "Error answers sent by the middleware, by HTTP status and reason",
+            labels=["status", "reason"],
+        )
+        for (status, reason), count in list(obs._refusals.items()):
+            refusals.add_metric([status, reason], count)
+        yield refusals
+        yield CounterMetricFamily(
+            f"{ns}_ratelimit_rejections",
+            "Requests refused with 429 because the token spent its budget",
+            value=obs._rate_limited,
+        )
+        introspection = HistogramMetricFamily(
+            f"{ns}_introspection_seconds",
+            "RFC 7662 introspection call latency, by issuer and outcome",
+            labels=["issuer", "outcome"],
+        )
+        for (issuer, outcome), histogram in list(obs._introspection.items()):
+            introspection.add_metric([issuer, outcome], histogram.cumulative(), histogram.total)
+        yield introspection
         cache = CounterMetricFamily(
             f"{ns}_cache_lookups",
             "Validation cache lookups: hit, negative_hit (a cached refusal) or miss",
