@@ -53,11 +53,13 @@ class FetchPolicy:
     The floor stops an IdP that says ``max-age=0`` from turning every request into a
     fetch; the ceiling makes a rotation visible within a day even without an unknown
     ``kid``; ``max_stale`` bounds how long last-known-good keys outlive an outage.
+    ``default_ttl`` applies when the JWKS says nothing about caching: ten minutes,
+    so a key the issuer withdraws stops being trusted soon after.
     """
 
     min_ttl: float = 300.0
     max_ttl: float = 86_400.0
-    default_ttl: float = 3_600.0
+    default_ttl: float = 600.0
     cooldown: float = 30.0
     max_stale: float = 86_400.0
     timeout: float = 5.0
