@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from bearerguard.fetch import new_client
-from bearerguard.testing import TestIssuer
+from bearerguard.testing import ManualClock, TestIssuer
+
+__all__ = ["ManualClock"]  # re-exported: some test modules import it from here
 
 
 @pytest.fixture
@@ -32,20 +34,6 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
     """The client bearerguard itself would use (no automatic redirects)."""
     async with new_client() as client:
         yield client
-
-
-class ManualClock:
-    """A clock tests move by hand, so cache lifetimes are tested without sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 @pytest.fixture

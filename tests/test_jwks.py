@@ -23,8 +23,7 @@ from bearerguard.errors import InvalidToken, Unavailable
 from bearerguard.jwks import JWKSCache
 from bearerguard.keys import VerificationKey
 from bearerguard.metadata import MetadataResolver
-from bearerguard.testing import TestIssuer, generate_key, tamper
-from conftest import ManualClock
+from bearerguard.testing import ManualClock, TestIssuer, generate_key, tamper
 
 pytestmark = pytest.mark.anyio
 AUD = "https://api.example.com"

@@ -13,8 +13,7 @@ import pytest
 from bearerguard.config import FetchPolicy, Issuer
 from bearerguard.errors import Unavailable
 from bearerguard.metadata import MetadataResolver, discovery_urls
-from bearerguard.testing import TestIssuer
-from conftest import ManualClock
+from bearerguard.testing import ManualClock, TestIssuer
 
 pytestmark = pytest.mark.anyio
 AUD = "https://api.example.com"

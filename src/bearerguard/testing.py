@@ -41,6 +41,7 @@ from jwt.algorithms import get_default_algorithms
 __all__ = [
     "DEFAULT_AUDIENCE",
     "Handler",
+    "ManualClock",
     "RecordedRequest",
     "Response",
     "TestIssuer",
@@ -109,6 +110,23 @@ def tamper(token: str) -> str:
     decoded = bytearray(_b64decode(signature) or b"\x00")
     decoded[len(decoded) // 2] ^= 0x01
     return f"{head}.{payload}.{_b64(bytes(decoded))}"
+
+
+class ManualClock:
+    """A clock a test moves by hand (``clock.advance(30)``): lifetimes tested without sleeping.
+
+    Pass it wherever bearerguard takes ``clock=`` (the validator, the caches).
+    """
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
 
 
 @dataclass(frozen=True, slots=True)
