@@ -1,0 +1,929 @@
+"""Why a token is accepted or refused, check by check: the engine behind ``bearerguard inspect``.
+
+Every verdict here comes from the library's own code (size cap and shape as the
+validator tests them, :func:`~bearerguard.jws.parse_jws`,
+:class:`~bearerguard.claims.ClaimRules`, the issuer's
+:class:`~bearerguard.jwks.JWKSCache` and the keys' own ``verify``), and the
+final answer is the :class:`~bearerguard.validator.TokenValidator`'s, so an
+explanation can never disagree with what the middleware does. This module only
+adds words: which value, which key, how far off the clock is.
+
+Keys and metadata come from the configured issuer only; a URL inside the token
+(``jku``, ``x5u``) is reported and ignored. The token itself is never printed or
+logged: it is named by the first 12 hex characters of its SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from jwt.algorithms import get_default_algorithms
+
+from bearerguard.claims import read_scopes
+from bearerguard.config import HMAC_ALGORITHMS, Issuer
+from bearerguard.errors import AuthError, InvalidToken, Unavailable
+from bearerguard.jws import _b64decode, _json_object, looks_like_jws, parse_jws
+from bearerguard.keys import VerificationKey
+from bearerguard.metadata import discovery_urls
+from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, IssuerState, TokenValidator
+
+__all__ = ["Check", "Diagnosis", "diagnose", "thumbprint"]
+
+Status = Literal["pass", "fail", "info", "skip"]
+Verdict = Literal["valid", "invalid", "unavailable"]
+
+#: Header members that name a key or where to fetch one: never used (RFC 8725 §3.10).
+_KEY_SOURCE_HEADERS = ("jku", "x5u", "jwk", "x5c")
+#: What other ``typ`` values announce, so a refusal can say what the token really is.
+_TYP_MEANING = {
+    "dpop+jwt": "a DPoP proof (RFC 9449), which belongs in the DPoP header, not Authorization",
+    "logout+jwt": "an OpenID Connect back-channel logout token",
+    "secevent+jwt": "a Security Event Token (RFC 8417)",
+    "id_token+jwt": "an ID token, which is for the client, never for an API",
+    "jwt-bearer+jwt": "a JWT client assertion (RFC 7523), not an access token",
+    "client-authentication+jwt": "a client authentication assertion, not an access token",
+    "token-introspection+jwt": "a signed introspection response (RFC 9701)",
+}
+_ACCEPTED_TYP = "none, JWT, application/jwt, at+jwt, application/at+jwt"
+_STRICT_TYP = "at+jwt or application/at+jwt"
+#: RFC 7638 §3.2: the members a thumbprint is computed over, per key type.
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
+_MAX_SHOWN = 120
+_CLAIM_LOOP_LIMIT = 16
+_REASON_IN_LOG = re.compile(r"reason=(.*?)(?: retry_in=| have_cached=| keys=|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule: its name, pass/fail/info/skip, why in words, and the library's reason code."""
+
+    name: str
+    status: Status
+    detail: str
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    """Everything ``inspect`` found out about one token; the token itself is not kept."""
+
+    token_sha256: str
+    length: int
+    shape: str
+    verdict: Verdict = "invalid"
+    #: The validator's reason code and client-facing description (``None`` when valid).
+    reason: str | None = None
+    description: str = ""
+    header: dict[str, Any] | None = None
+    claims: dict[str, Any] | None = None
+    signature: str | None = None
+    scopes: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "description": self.description,
+            "token": {"sha256_prefix": self.token_sha256, "length": self.length},
+            "shape": self.shape,
+            "header": self.header,
+            "claims": self.claims,
+            "signature": self.signature,
+            "scopes": self.scopes,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+# -- words for values ------------------------------------------------------------------
+
+
+def show(value: Any, limit: int = _MAX_SHOWN) -> str:
+    """A value as JSON, ASCII only (no terminal escapes from a hostile token), cut to ``limit``."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value).encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def when(timestamp: float) -> str:
+    """A NumericDate as ISO 8601 UTC, or a note when it is out of any calendar's range."""
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{timestamp!r} (not a representable date)"
+
+
+def span(seconds: float) -> str:
+    """A duration in words: ``1d 2h``, ``3m 4s``, ``0.5s``."""
+    seconds = abs(seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    total = int(seconds)
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
+def thumbprint(key: VerificationKey) -> str | None:
+    """The key's RFC 7638 JWK thumbprint (SHA-256, base64url), the name a key keeps across kids."""
+    members = _THUMBPRINT_MEMBERS.get(key.kty)
+    if members is None:
+        return None
+    try:
+        jwk: Any = get_default_algorithms()[key.alg].to_jwk(key._key, as_dict=True)
+        canonical = {m: jwk[m] for m in members}
+    except Exception:  # a key type pyjwt cannot export: no thumbprint, no failure
+        return None
+    digest = hashlib.sha256(
+        json.dumps(canonical, separators=(",", ":"), sort_keys=True).encode()
+    ).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _describe_key(key: VerificationKey) -> str:
+    tp = thumbprint(key)
+    return f"kid {show(key.kid)} ({key.kty} key for {key.alg}" + (
+        f", thumbprint {tp})" if tp else ")"
+    )
+
+
+def issuer_difference(found: Any, expected: str) -> str:
+    """What differs between the token's ``iss`` and the configured issuer, in words."""
+    if found is None:
+        return "the token has no iss claim"
+    if not isinstance(found, str):
+        return f"iss is {_type_name(found)}, not a string"
+    if found.rstrip("/") == expected.rstrip("/"):
+        if found.endswith("/"):
+            return "the token's iss ends with a slash and the configured issuer does not"
+        return "the configured issuer ends with a slash and the token's iss does not"
+    if found.lower() == expected.lower():
+        return "they differ only in upper/lower case"
+    a, b = urlsplit(found), urlsplit(expected)
+    if a.scheme != b.scheme:
+        return f"the scheme differs ({a.scheme or 'none'} vs {b.scheme or 'none'})"
+    if a.netloc != b.netloc:
+        return f"the host differs ({show(a.netloc)} vs {show(b.netloc)})"
+    if a.path != b.path:
+        return f"the path differs ({show(a.path)} vs {show(b.path)})"
+    return "they are different strings"
+
+
+# -- upstream failures, as the library logs them ------------------------------------------
+
+
+class _Captured(logging.Handler):
+    """Collects bearerguard's warnings during one inspection (the reasons behind a 503)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def reasons(self) -> list[str]:
+        found: list[str] = []
+        for record in self.records:
+            message = record.getMessage()
+            event = message.split(" ", 1)[0].removeprefix("bearerguard.")
+            match = _REASON_IN_LOG.search(message)
+            text = f"{event}: {match.group(1)}" if match else message
+            if text not in found:
+                found.append(text)
+        return found
+
+
+@contextmanager
+def _capture_upstream_log() -> Iterator[_Captured]:
+    logger = logging.getLogger("bearerguard")
+    handler = _Captured()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+# -- the inspection ------------------------------------------------------------------------
+
+
+async def diagnose(
+    token: str,
+    issuer: Issuer,
+    *,
+    client: httpx.AsyncClient | None = None,
+    max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+    required_scopes: tuple[str, ...] = (),
+    clock: Callable[[], float] = time.time,
+) -> Diagnosis:
+    """Judge ``token`` as a middleware configured with ``issuer`` would, explaining each rule.
+
+    Raises ``ValueError`` for a configuration the middleware would refuse too.
+    """
+    validator = TokenValidator(
+        [issuer], client=client, max_token_length=max_token_length, cache_size=0, clock=clock
+    )
+    state = validator.issuers[issuer.issuer]
+    report = Diagnosis(
+        token_sha256=hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:12],
+        length=len(token),
+        shape="unknown",
+    )
+    try:
+        with _capture_upstream_log() as upstream:
+            await _Inspector(report, state, clock(), max_token_length, upstream).run(token)
+            await _verdict(report, validator, token, required_scopes)
+    finally:
+        await validator.aclose()
+    return report
+
+
+async def _verdict(
+    report: Diagnosis, validator: TokenValidator, token: str, required: tuple[str, ...]
+) -> None:
+    """The validator's own answer: the one the middleware would give."""
+    try:
+        access = await validator.validate(token)
+    except Unavailable as error:
+        report.verdict, report.reason, report.description = (
+            "unavailable",
+            error.reason,
+            error.description,
+        )
+    except AuthError as error:
+        report.verdict, report.reason, report.description = (
+            "invalid",
+            error.reason,
+            error.description,
+        )
+    else:
+        report.verdict = "valid"
+        report.scopes = sorted(access.scopes)
+        missing = [s for s in required if s not in access.scopes]
+        if missing:
+            report.verdict, report.reason = "invalid", "insufficient_scope"
+            report.description = "The access token lacks a required scope"
+    if report.verdict == "valid" and report.failed:
+        report.checks.append(
+            Check(
+                "consistency",
+                "info",
+                "the validator accepted the token although a step above failed; "
+                "trust the validator's verdict and please report this",
+            )
+        )
+    elif report.verdict == "invalid" and not report.failed:
+        report.checks.append(
+            Check(
+                "validator",
+                "fail",
+                f"the validator refused the token: {report.description}",
+                report.reason,
+            )
+        )
+
+
+class _Inspector:
+    """One token's walk through the rules, in the validator's order, adding words to each."""
+
+    def __init__(
+        self,
+        report: Diagnosis,
+        state: IssuerState,
+        now: float,
+        max_token_length: int,
+        upstream: _Captured,
+    ) -> None:
+        self.report = report
+        self.state = state
+        self.rules = state.rules
+        self.now = now
+        self.max_token_length = max_token_length
+        self.upstream = upstream
+
+    def add(self, name: str, status: Status, detail: str, reason: str | None = None) -> None:
+        self.report.checks.append(Check(name, status, detail, reason))
+
+    async def run(self, token: str) -> None:
+        if not self._size(token) or not self._shape(token):
+            return
+        decoded = self._decode(token)
+        if decoded is None:
+            return
+        header, claims = decoded
+        alg = self._header(header)
+        self._iss(claims)
+        if alg is not None and self.report.shape == "JWS":
+            await self._signature(token, header, alg)
+        self._claims(claims)
+        self._scopes(claims)
+
+    # -- before decoding -------------------------------------------------------------
+
+    def _size(self, token: str) -> bool:
+        limit = self.max_token_length
+        if len(token) > limit:
+            self.report.shape = "oversized"
+            self.add(
+                "size",
+                "fail",
+                f"the token is {len(token):,} characters; bearerguard refuses anything over "
+                f"{limit:,} (max_token_length) before decoding it, so nothing else was checked",
+                "too_large",
+            )
+            return False
+        self.add("size", "pass", f"{len(token):,} characters (limit {limit:,})")
+        return True
+
+    def _shape(self, token: str) -> bool:
+        parts = token.split(".")
+        if looks_like_jws(token):
+            self.report.shape = "JWS"
+            self.add("shape", "pass", "three base64url parts: a signed JWT (JWS compact form)")
+            return True
+        if len(parts) == 5:
+            self.report.shape = "JWE"
+            try:
+                header = _json_object(parts[0])
+            except (ValueError, binascii.Error, UnicodeError, RecursionError):
+                header = None
+            self.report.header = header
+            enc = (
+                f" (alg {show(header.get('alg'))}, enc {show(header.get('enc'))})" if header else ""
+            )
+            self.add(
+                "shape",
+                "fail",
+                f"five parts: an encrypted JWT (JWE){enc}. bearerguard accepts signed JWTs "
+                "only; it holds no decryption key, so it cannot read, let alone verify, this "
+                "token. Ask the authorization server for an unencrypted (JWS) access token "
+                "for this API",
+                "jwe",
+            )
+            return False
+        if len(parts) == 3 and parts[0] and parts[1] and not parts[2]:
+            self.report.shape = "unsigned JWT"
+            self.add(
+                "shape",
+                "fail",
+                "three parts but the signature part is empty: an unsigned JWT, which is never "
+                "accepted (RFC 8725 §3.2)",
+                "malformed",
+            )
+            return True  # decode it anyway, to show what it claims
+        if len(parts) == 3:
+            self.report.shape = "malformed"
+            self.add("shape", "fail", _why_not_base64url(parts), "malformed")
+            return False
+        self.report.shape = "opaque"
+        self.add(
+            "shape",
+            "fail",
+            f"not a JWT ({len(parts)} dot-separated part{'s' if len(parts) != 1 else ''}; a JWT "
+            "has 3, a JWE 5): an opaque token. Only the authorization server can say what it "
+            "means (RFC 7662 introspection); inspect does not introspect, and a middleware "
+            "without introspection credentials (client_id, client_secret) refuses it",
+            "malformed",
+        )
+        return False
+
+    def _decode(self, token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        head, payload, signature = token.split(".")
+        decoded: list[dict[str, Any]] = []
+        for name, segment in (("header", head), ("claims", payload)):
+            try:
+                decoded.append(_json_object(segment))
+            except (ValueError, binascii.Error, UnicodeError, RecursionError) as exc:
+                self.add("decode", "fail", f"the {name} part {_json_problem(exc)}", "malformed")
+                if decoded:
+                    self.report.header = decoded[0]
+                return None
+        header, claims = decoded
+        self.report.header, self.report.claims = header, claims
+        if self.report.shape == "JWS":
+            try:
+                raw = _b64decode(signature)
+                parse_jws(token)  # the validator's own parser must agree
+            except (ValueError, binascii.Error, InvalidToken) as exc:
+                self.add("decode", "fail", f"the signature part {_json_problem(exc)}", "malformed")
+                return None
+            self.report.signature = f"{len(raw)} bytes, begins {signature[:6]}… (not shown)"
+        self.add(
+            "decode", "pass", "header and claims are strict JSON objects (decoded, not trusted)"
+        )
+        return header, claims
+
+    # -- the header ------------------------------------------------------------------
+
+    def _header(self, header: dict[str, Any]) -> str | None:
+        """Run ``check_header`` until it passes, undoing one fault at a time; return the alg."""
+        failures: dict[str, InvalidToken] = {}
+        probe = dict(header)
+        alg: str | None = None
+        for _ in range(_CLAIM_LOOP_LIMIT):
+            try:
+                alg = self.rules.check_header(probe)
+                break
+            except InvalidToken as error:
+                if error.reason in failures:
+                    break
+                failures[error.reason] = error
+                if error.reason == "bad_alg":
+                    probe["alg"] = sorted(self.rules.algorithms)[0]
+                elif error.reason == "crit":
+                    probe.pop("crit", None)
+                elif error.reason == "bad_typ":
+                    probe["typ"] = "at+jwt"
+                elif error.reason == "bad_kid":
+                    probe.pop("kid", None)
+                else:
+                    self.add("header", "fail", error.description, error.reason)
+                    return None
+        self._alg(header, failures.get("bad_alg"))
+        self._typ(header, failures.get("bad_typ"))
+        if failures.get("crit"):
+            self.add(
+                "crit",
+                "fail",
+                f"crit {show(header.get('crit'))} lists extensions the recipient must understand; "
+                "bearerguard understands none, so it must refuse the token (RFC 7515 §4.1.11)",
+                "crit",
+            )
+        if failures.get("bad_kid"):
+            self.add(
+                "kid",
+                "fail",
+                f"kid is {_type_name(header.get('kid'))} ({show(header.get('kid'))}); "
+                "it must be a string",
+                "bad_kid",
+            )
+        for name in _KEY_SOURCE_HEADERS:
+            if name in header:
+                self.add(
+                    name,
+                    "info",
+                    f"ignored: {name} {show(header[name], 60)} names a key source, but keys "
+                    "come only from the configured issuer's JWKS, never from the token "
+                    "(RFC 8725 §3.10)",
+                )
+        return alg if "bad_alg" not in failures and "bad_kid" not in failures else None
+
+    def _alg(self, header: dict[str, Any], failure: InvalidToken | None) -> None:
+        alg = header.get("alg")
+        allowed = ", ".join(self.state.config.algorithms)
+        if failure is None:
+            self.add("alg", "pass", f"{alg} is on the allowlist ({allowed})")
+            return
+        if alg is None:
+            detail = "the header has no alg"
+        elif not isinstance(alg, str):
+            detail = f"alg is {_type_name(alg)}, not a string"
+        elif alg.lower() == "none":
+            detail = (
+                f"alg {show(alg)} means the token is not signed at all: anyone could have "
+                "written it. It is never accepted, whatever the configuration (RFC 8725 §3.1)"
+            )
+        elif alg in HMAC_ALGORITHMS:
+            detail = (
+                f"alg {alg} is HMAC, verified with a shared secret, but this API trusts the "
+                f"issuer's public keys ({allowed}). Accepting it would let anyone who knows the "
+                "public key forge tokens (algorithm confusion, RFC 8725 §2.1). HMAC is only "
+                "allowed with a shared_secret configured on purpose"
+            )
+        else:
+            detail = (
+                f"alg {show(alg)} is not on this API's allowlist ({allowed}); add it "
+                "(--algorithms, algorithms=) only if the issuer really signs with it"
+            )
+        self.add("alg", "fail", detail, "bad_alg")
+
+    def _typ(self, header: dict[str, Any], failure: InvalidToken | None) -> None:
+        strict = self.rules.strict_typ
+        typ = header.get("typ")
+        if failure is None:
+            if typ is None:
+                self.add("typ", "pass", "absent: accepted (--rfc9068 would require at+jwt)")
+            else:
+                self.add("typ", "pass", f"{show(typ)} names an access token")
+            return
+        if typ is None:
+            detail = f"absent, but RFC 9068 mode (--rfc9068) requires {_STRICT_TYP}"
+        elif not isinstance(typ, str):
+            detail = f"typ is {_type_name(typ)}, not a string"
+        else:
+            meaning = _TYP_MEANING.get(typ.lower())
+            detail = f"typ {show(typ)} " + (
+                f"marks {meaning}, not an access token"
+                if meaning
+                else "names another kind of token"
+            )
+            detail += f"; accepted: {_STRICT_TYP if strict else _ACCEPTED_TYP}"
+            if strict and typ.lower() in ("jwt", "application/jwt"):
+                detail += " (RFC 9068 mode is on)"
+        self.add("typ", "fail", detail, "bad_typ")
+
+    # -- iss, before keys: the validator picks the issuer by it ------------------------
+
+    def _iss(self, claims: dict[str, Any]) -> None:
+        found = claims.get("iss")
+        expected = self.rules.issuer
+        if found == expected:
+            self.add("iss", "pass", f"{show(found)} equals the configured issuer exactly")
+            return
+        self.add(
+            "iss",
+            "fail",
+            f"token iss {show(found)} vs configured issuer {show(expected)}: "
+            f"{issuer_difference(found, expected)}. Issuers are compared exactly, no trimming "
+            "(RFC 8414 §3.3, RFC 9068 §4): configure the value the issuer writes in iss (its "
+            "discovery document's issuer)",
+            "bad_iss",
+        )
+
+    # -- keys and the signature ----------------------------------------------------------
+
+    async def _signature(self, token: str, header: dict[str, Any], alg: str) -> None:
+        if alg in HMAC_ALGORITHMS:
+            self.add("signature", "skip", "HMAC tokens need the shared secret; inspect has none")
+            return
+        kid: str | None = header.get("kid")
+        jwks = self.state.jwks
+        try:
+            candidates = await jwks.get_keys(kid, alg)
+        except Unavailable as error:
+            self._metadata_check()
+            self.add("keys", "fail", self._upstream_detail(error), error.reason)
+            self.add("signature", "skip", "not checked: no keys to check it with")
+            return
+        except InvalidToken as error:
+            self._metadata_check()
+            self._keys_check()
+            keyset = jwks.keyset
+            kids = sorted({str(k.kid) for k in keyset.keys}) if keyset is not None else []
+            self.add(
+                "kid",
+                "fail",
+                f"unknown kid {show(kid)}: the issuer publishes kids {show(kids, 400)} "
+                "(asked again once, as the middleware would on a new kid). The token was "
+                "signed with a key this issuer does not publish: another issuer or "
+                "environment, or a key already removed",
+                error.reason,
+            )
+            self.add("signature", "skip", "not checked: no key to check it with")
+            return
+        self._metadata_check()
+        self._keys_check()
+        if not candidates:
+            self._no_fitting_key(kid, alg)
+            return
+        if kid is None:
+            self.add("kid", "info", f"no kid: tried the {len(candidates)} key(s) for {alg}")
+        else:
+            self.add("kid", "pass", f"found: {_describe_key(candidates[0])}")
+        parsed = parse_jws(token)
+        for key in candidates:
+            if key.verify(parsed.signing_input, parsed.signature):
+                self.add("signature", "pass", f"verified with {_describe_key(key)}")
+                return
+        tried = (
+            f"any of the {len(candidates)} keys for {alg}"
+            if len(candidates) > 1
+            else _describe_key(candidates[0])
+        )
+        self.add(
+            "signature",
+            "fail",
+            f"does not verify with {tried}: the token was changed after it was signed, or "
+            "signed by another key under the same kid",
+            "bad_signature",
+        )
+
+    def _no_fitting_key(self, kid: str | None, alg: str) -> None:
+        keyset = self.state.jwks.keyset
+        same_kid = [k for k in keyset.keys if k.kid == kid] if keyset is not None else []
+        if kid is not None and same_kid:
+            fits = ", ".join(sorted({f"{k.kty} for {k.alg}" for k in same_kid}))
+            detail = f"kid {show(kid)} is published, but as {fits}, not for {alg}"
+        else:
+            detail = f"the issuer publishes no key usable for {alg}"
+        self.add("kid", "fail", detail, "no_key")
+        self.add("signature", "skip", "not checked: no key fits the token's alg")
+
+    def _metadata_check(self) -> None:
+        config = self.state.config
+        if config.jwks_uri is not None or not config.discovery:
+            self.add("metadata", "skip", f"discovery skipped: jwks_uri {show(config.jwks_uri)}")
+            return
+        metadata = self.state.metadata.cached
+        if metadata is None:
+            return
+        oidc, rfc8414 = discovery_urls(config.issuer)
+        url = oidc if self.state.metadata.fetches <= 1 else rfc8414
+        self.add(
+            "metadata",
+            "pass",
+            f"{url}: issuer matches; jwks_uri {show(metadata.jwks_uri)}",
+        )
+
+    def _keys_check(self) -> None:
+        keyset = self.state.jwks.keyset
+        if keyset is None:
+            return
+        by_kid: dict[str, set[str]] = {}
+        for key in keyset.keys:
+            by_kid.setdefault(str(key.kid), set()).add(f"{key.kty} {key.alg}")
+        listing = "; ".join(f"{kid}: {', '.join(sorted(v))}" for kid, v in sorted(by_kid.items()))
+        skipped = f" ({keyset.skipped} unusable key(s) skipped)" if keyset.skipped else ""
+        self.add("keys", "pass", f"{len(by_kid)} key(s) published{skipped}: {listing}")
+
+    def _upstream_detail(self, error: Unavailable) -> str:
+        reasons = self.upstream.reasons()
+        config = self.state.config
+        where = (
+            config.jwks_uri
+            if config.jwks_uri is not None
+            else " or ".join(discovery_urls(config.issuer))
+        )
+        because = f" ({'; '.join(reasons)})" if reasons else ""
+        return (
+            f"could not get the issuer's keys from {where}{because}. The middleware answers "
+            f"503 with Retry-After ({error.retry_after}s) here, not 401: the token may be fine"
+        )
+
+    # -- claims --------------------------------------------------------------------------
+
+    def _claims(self, claims: dict[str, Any]) -> None:
+        """Run ``check_claims`` until it passes, setting right one fault at a time."""
+        failures: dict[str, InvalidToken] = {}
+        probe = dict(claims)
+        rules = self.rules
+        for _ in range(_CLAIM_LOOP_LIMIT):
+            try:
+                rules.check_claims(probe, self.now)
+                break
+            except InvalidToken as error:
+                if error.reason in failures:
+                    break
+                failures[error.reason] = error
+                if error.reason == "bad_iss":
+                    probe["iss"] = rules.issuer
+                elif error.reason == "bad_aud":
+                    probe["aud"] = sorted(rules.audiences)[0]
+                elif error.reason in ("bad_exp", "expired"):
+                    probe["exp"] = self.now + 3600
+                elif error.reason in ("bad_nbf", "not_yet_valid"):
+                    probe.pop("nbf", None)
+                elif error.reason in ("bad_iat", "iat_future"):
+                    probe["iat"] = int(self.now)
+                elif error.reason == "missing_claim":
+                    for name in rules.required:
+                        if probe.get(name) is None:
+                            probe[name] = int(self.now) if name == "iat" else "x"
+                elif error.reason == "bad_claim":
+                    for name in ("sub", "client_id", "jti"):
+                        if name in probe and not isinstance(probe[name], str):
+                            probe[name] = "x"
+                else:
+                    self.add("claims", "fail", error.description, error.reason)
+                    break
+        self._aud(claims, failures.get("bad_aud"))
+        self._exp(claims, failures.get("bad_exp") or failures.get("expired"))
+        self._date(claims, "nbf", failures.get("bad_nbf") or failures.get("not_yet_valid"))
+        self._date(claims, "iat", failures.get("bad_iat") or failures.get("iat_future"))
+        self._required(claims, failures.get("missing_claim"), failures.get("bad_claim"))
+
+    def _aud(self, claims: dict[str, Any], failure: InvalidToken | None) -> None:
+        configured = sorted(self.rules.audiences)
+        aud = claims.get("aud")
+        if failure is None:
+            self.add("aud", "pass", f"{show(aud)} contains a configured audience")
+            return
+        if "aud" not in claims:
+            detail = "the token has no aud claim"
+        elif not isinstance(aud, str | list) or aud == []:
+            detail = f"aud is {_type_name(aud)} {show(aud)}; it must be a string or non-empty array"
+        else:
+            detail = (
+                f"token aud {show(aud)} contains none of the configured audiences "
+                f"{show(configured)}"
+            )
+            values = [aud] if isinstance(aud, str) else aud
+            near = [
+                v
+                for v in values
+                if isinstance(v, str) and v.rstrip("/") in {c.rstrip("/") for c in configured}
+            ]
+            if near:
+                detail += (
+                    f" ({show(near[0])} differs only by a trailing slash; audiences are "
+                    "compared exactly)"
+                )
+        self.add(
+            "aud",
+            "fail",
+            detail + ". The token was issued for another API (RFC 7519 §4.1.3)",
+            "bad_aud",
+        )
+
+    def _clock_note(self) -> str:
+        return f"local clock {when(self.now)}, leeway {self.rules.leeway:g} s"
+
+    def _exp(self, claims: dict[str, Any], failure: InvalidToken | None) -> None:
+        exp = claims.get("exp")
+        if failure is None:
+            if isinstance(exp, int | float) and not isinstance(exp, bool):
+                left = exp - self.now
+                when_text = (
+                    f"expires in {span(left)}"
+                    if left >= 0
+                    else f"expired {span(left)} ago but within the leeway"
+                )
+                self.add("exp", "pass", f"{when_text}, at {when(exp)} ({self._clock_note()})")
+            else:
+                self.add("exp", "pass", "absent, and not required here")
+            return
+        if failure.reason == "bad_exp":
+            if "exp" not in claims or exp is None:
+                detail = (
+                    "the token has no exp claim; bearerguard requires one, since a token "
+                    "without an expiry would be valid forever (RFC 9068 §2.2)"
+                )
+            else:
+                detail = (
+                    f"exp is {_type_name(exp)} ({show(exp)}); it must be a JSON number of "
+                    "seconds since 1970 (NumericDate, RFC 7519 §2)"
+                )
+            self.add("exp", "fail", detail, "bad_exp")
+            return
+        assert isinstance(exp, int | float)
+        ago = self.now - exp
+        self.add(
+            "exp",
+            "fail",
+            f"expired {span(ago)} ago, at {when(exp)} ({self._clock_note()}). Get a new "
+            "token; if it was issued just now, this machine's clock or the issuer's is wrong",
+            "expired",
+        )
+
+    def _date(self, claims: dict[str, Any], name: str, failure: InvalidToken | None) -> None:
+        value: Any = claims.get(name)
+        if failure is None:
+            if name not in claims:
+                self.add(name, "pass", "absent (optional)")
+            else:
+                delta = value - self.now
+                rel = (
+                    f"{span(delta)} ago"
+                    if delta <= 0
+                    else f"{span(delta)} from now, within the leeway"
+                )
+                self.add(name, "pass", f"{when(value)}, {rel} ({self._clock_note()})")
+            return
+        if failure.reason in ("bad_nbf", "bad_iat"):
+            self.add(
+                name,
+                "fail",
+                f"{name} is {_type_name(value)} ({show(value)}); it must be a JSON number "
+                "(NumericDate, RFC 7519 §2)",
+                failure.reason,
+            )
+            return
+        ahead = value - self.now
+        if name == "nbf":
+            detail = (
+                f"not valid yet: nbf {when(value)} is {span(ahead)} from now "
+                f"({self._clock_note()}). Wait, or check this machine's clock"
+            )
+        else:
+            detail = (
+                f"issued in the future: iat {when(value)} is {span(ahead)} ahead of the local "
+                f"clock ({self._clock_note()}). The issuer's clock or this machine's is off "
+                "by at least that much; check NTP on both"
+            )
+        self.add(name, "fail", detail, failure.reason)
+
+    def _required(
+        self, claims: dict[str, Any], missing: InvalidToken | None, bad: InvalidToken | None
+    ) -> None:
+        required = [n for n in self.rules.required if n != "exp"]
+        if missing is not None:
+            absent = [n for n in self.rules.required if claims.get(n) is None]
+            why = " (RFC 9068 mode)" if self.rules.strict_typ else ""
+            self.add(
+                "required",
+                "fail",
+                f"missing required claim(s) {show(absent)}{why}; "
+                f"required: {show(list(self.rules.required))}",
+                "missing_claim",
+            )
+        elif required:
+            self.add("required", "pass", f"present: {', '.join(required)}")
+        if bad is not None:
+            wrong = [
+                f"{n} is {_type_name(claims[n])}"
+                for n in ("sub", "client_id", "jti")
+                if n in claims and claims[n] is not None and not isinstance(claims[n], str)
+            ]
+            self.add(
+                "claim types",
+                "fail",
+                f"{'; '.join(wrong)}; these claims must be strings",
+                "bad_claim",
+            )
+
+    def _scopes(self, claims: dict[str, Any]) -> None:
+        names = self.rules.scope_claims
+        try:
+            scopes = read_scopes(claims, names)
+        except InvalidToken as error:
+            source = next((n for n in names if claims.get(n) is not None), names[0])
+            self.add(
+                "scopes",
+                "fail",
+                f"{source} is {_type_name(claims.get(source))}; it must be a space-delimited "
+                "string or an array of strings",
+                error.reason,
+            )
+            return
+        if scopes:
+            origin = next((n for n in names if claims.get(n) is not None), "?")
+            self.report.scopes = sorted(scopes)
+            self.add("scopes", "info", f"granted: {' '.join(sorted(scopes))} (from {origin})")
+        else:
+            self.add("scopes", "info", f"none granted (looked in {', '.join(names)})")
+
+
+def _json_problem(exc: BaseException) -> str:
+    if isinstance(exc, binascii.Error) or "base64" in str(exc):
+        return f"is not valid base64url ({exc})"
+    if isinstance(exc, UnicodeError):
+        return "does not decode to UTF-8 text"
+    if isinstance(exc, RecursionError):
+        return "is JSON nested too deeply"
+    if isinstance(exc, InvalidToken):
+        return "is malformed"
+    return f"is not a strict JSON object: {exc}"
+
+
+def _why_not_base64url(parts: list[str]) -> str:
+    empty = [n for n, p in zip(("header", "claims", "signature"), parts, strict=True) if not p]
+    if empty:
+        return f"three parts, but the {' and '.join(empty)} part is empty"
+    odd = sorted({c for c in "".join(parts) if not (c.isascii() and (c.isalnum() or c in "-_"))})
+    if odd:
+        return (
+            f"three parts, but with characters base64url does not use ({show(''.join(odd), 40)}): "
+            "padding '=' or the '+' '/' of plain base64 are not allowed in a JWS"
+        )
+    return "three parts, but not a well-formed JWS"

@@ -1,0 +1,413 @@
+"""``bearerguard inspect`` against a real TestIssuer: one test per rejection reason.
+
+Each test asserts the exit status, the words a person reads, and the validator's
+reason code (so the explanation and the middleware's verdict are the same thing).
+No output may ever contain the token itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from bearerguard.cli import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, EXIT_VALID, inspect_main
+from bearerguard.cli import main as cli_main
+from bearerguard.testing import TestIssuer
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads(self.out)
+        return loaded
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _run(
+    capsys: pytest.CaptureFixture[str],
+    issuer: TestIssuer,
+    token: str,
+    *extra: str,
+    audience: str | None = None,
+) -> Result:
+    argv = ["-", "--issuer", issuer.issuer, "--audience", audience or issuer.audience, *extra]
+    code = inspect_main(argv, stdin=io.StringIO(token))
+    captured = capsys.readouterr()
+    assert token not in captured.out and token not in captured.err  # never echo the token
+    return Result(code, captured.out, captured.err)
+
+
+def _reason(capsys: pytest.CaptureFixture[str], issuer: TestIssuer, token: str, *extra: str) -> str:
+    """The validator's reason code, via --json, for the same token and options."""
+    result = _run(capsys, issuer, token, "--json", *extra)
+    return str(result.json["reason"])
+
+
+# -- a valid token ---------------------------------------------------------------------
+
+
+def test_valid_token_passes_every_check_and_exits_0(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(scope="read:items write:items"))
+    assert result.code == EXIT_VALID
+    assert "FAIL" not in result.out
+    assert (
+        f'PASS  kid        found: kid "{test_issuer.signing_kid}" (RSA key for RS256' in result.out
+    )
+    assert "thumbprint" in result.out
+    assert "granted: read:items write:items (from scope)" in result.out
+    assert "VALID: the API accepts this token (scopes: read:items write:items)" in result.out
+
+
+def test_required_scope_missing_is_invalid_with_403_words(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint(scope="read:items")
+    result = _run(capsys, test_issuer, token, "--require-scope", "write:items")
+    assert result.code == EXIT_INVALID
+    assert "INVALID (insufficient_scope): the token lacks write:items" in result.out
+    assert 'answers 403 error="insufficient_scope"' in result.out
+
+
+# -- one test per rejection reason -------------------------------------------------------
+
+
+def test_expired(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_expired())
+    assert result.code == EXIT_INVALID
+    assert "FAIL  exp" in result.out
+    assert "expired 1h" in result.out and "leeway 60 s" in result.out
+    assert "INVALID (expired)" in result.out
+
+
+def test_not_yet_valid(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_not_yet_valid())
+    assert result.code == EXIT_INVALID
+    assert "FAIL  nbf" in result.out and "not valid yet" in result.out
+    assert "from now (local clock" in result.out
+    assert "INVALID (not_yet_valid)" in result.out
+
+
+def test_iat_in_the_future_shows_the_skew(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint({"iat": int(time.time()) + 600})
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert "issued in the future" in result.out
+    assert "ahead of the local clock" in result.out and "check NTP" in result.out
+    assert "INVALID (iat_future)" in result.out
+
+
+def test_wrong_audience(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_wrong_audience())
+    assert result.code == EXIT_INVALID
+    assert (
+        'token aud "https://not-this-api.example.com" contains none of the configured '
+        'audiences ["https://api.example.com"]'
+    ) in result.out
+    assert "issued for another API" in result.out
+    assert "INVALID (bad_aud)" in result.out
+
+
+def test_wrong_issuer(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_wrong_issuer())
+    assert result.code == EXIT_INVALID
+    assert f'token iss "{test_issuer.issuer}/other" vs configured issuer' in result.out
+    assert 'the path differs ("/other" vs "")' in result.out
+    assert "INVALID (bad_iss)" in result.out
+
+
+def test_wrong_issuer_trailing_slash_is_named(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint({"iss": test_issuer.issuer + "/"}))
+    assert result.code == EXIT_INVALID
+    assert "the token's iss ends with a slash and the configured issuer does not" in result.out
+    assert "compared exactly" in result.out
+    # Keys come from the configured issuer all the same: the signature still verifies.
+    assert "PASS  signature" in result.out
+    assert "INVALID (bad_iss)" in result.out
+
+
+def test_alg_none(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_alg_none())
+    assert result.code == EXIT_INVALID
+    assert "the signature part is empty: an unsigned JWT" in result.out
+    assert 'FAIL  alg     alg "none" means the token is not signed at all' in result.out
+    assert "INVALID (malformed)" in result.out
+
+
+def test_alg_not_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    with TestIssuer(algorithms=("ES256",)) as issuer:
+        result = _run(capsys, issuer, issuer.mint(), "--algorithms", "RS256,PS256")
+        assert sum(issuer.requests.values()) == 0  # refused before any key is looked up
+    assert result.code == EXIT_INVALID
+    assert 'alg "ES256" is not on this API\'s allowlist (RS256, PS256)' in result.out
+    assert "INVALID (bad_alg)" in result.out
+
+
+def test_hs256_confusion(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    public_pem = test_issuer.signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token = test_issuer.mint(alg="HS256", key=public_pem, kid=test_issuer.signing_kid)
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert "alg HS256 is HMAC, verified with a shared secret" in result.out
+    assert "algorithm confusion, RFC 8725 §2.1" in result.out
+    assert "INVALID (bad_alg)" in result.out
+
+
+def test_unknown_kid_lists_the_published_kids(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint_unknown_key(kid="kid-from-staging")
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert (
+        f'unknown kid "kid-from-staging": the issuer publishes kids ["{test_issuer.signing_kid}"]'
+    ) in result.out
+    assert "INVALID (unknown_kid)" in result.out
+
+
+def test_bad_signature(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_tampered())
+    assert result.code == EXIT_INVALID
+    assert f'FAIL  signature  does not verify with kid "{test_issuer.signing_kid}"' in result.out
+    assert "changed after it was signed" in result.out
+    assert "INVALID (bad_signature)" in result.out
+
+
+def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(headers={"typ": "dpop+jwt"}))
+    assert result.code == EXIT_INVALID
+    assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449)' in result.out
+    assert "not an access token" in result.out
+    assert "INVALID (bad_typ)" in result.out
+
+
+def test_typ_jwt_in_rfc9068_mode(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(headers={"typ": "JWT"}), "--rfc9068")
+    assert result.code == EXIT_INVALID
+    assert "accepted: at+jwt or application/at+jwt (RFC 9068 mode is on)" in result.out
+    assert "INVALID (bad_typ)" in result.out
+
+
+def test_crit(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint(headers={"crit": ["exp"], "exp": 1})
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert 'crit ["exp"] lists extensions the recipient must understand' in result.out
+    assert "INVALID (crit)" in result.out
+
+
+def test_jwe(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    header = _b64(b'{"alg":"RSA-OAEP-256","enc":"A256GCM"}')
+    result = _run(capsys, test_issuer, f"{header}.a2V5.aXY.Y2lwaGVy.dGFn")
+    assert result.code == EXIT_INVALID
+    assert 'an encrypted JWT (JWE) (alg "RSA-OAEP-256", enc "A256GCM")' in result.out
+    assert "accepts signed JWTs only" in result.out
+    assert "INVALID (jwe)" in result.out
+
+
+def test_opaque(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint_opaque())
+    assert result.code == EXIT_INVALID
+    assert "an opaque token" in result.out and "RFC 7662 introspection" in result.out
+    assert "INVALID (malformed)" in result.out
+    assert test_issuer.requests[test_issuer.introspection_path] == 0  # sent nowhere
+
+
+def test_oversized(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint({"padding": "x" * 9000})
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert f"the token is {len(token):,} characters; bearerguard refuses anything over 8,192" in (
+        result.out
+    )
+    assert "claims" not in result.out.split("\n\n")[0]  # not even decoded
+    assert sum(test_issuer.requests.values()) == 0
+    assert "INVALID (too_large)" in result.out
+
+
+def test_malformed_json(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    good = test_issuer.mint()
+    head, _, signature = good.split(".")
+    duplicated = _b64(b'{"iss": "x", "iss": "y"}')
+    token = f"{head}.{duplicated}.{signature}"
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_INVALID
+    assert "the claims part is not a strict JSON object: duplicate member name" in result.out
+    assert "INVALID (malformed)" in result.out
+
+
+def test_missing_exp(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(expires_in=None))
+    assert result.code == EXIT_INVALID
+    assert "the token has no exp claim" in result.out and "valid forever" in result.out
+    assert "INVALID (bad_exp)" in result.out
+
+
+def test_missing_rfc9068_claims(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(drop=("client_id", "jti")), "--rfc9068")
+    assert result.code == EXIT_INVALID
+    assert 'missing required claim(s) ["client_id", "jti"] (RFC 9068 mode)' in result.out
+    assert "INVALID (missing_claim)" in result.out
+
+
+def test_several_faults_are_all_reported(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint_expired({"aud": "https://elsewhere.example.com"})
+    result = _run(capsys, test_issuer, token)
+    assert "FAIL  aud" in result.out and "FAIL  exp" in result.out
+    # The verdict is the validator's: its first failing rule.
+    assert "INVALID (bad_aud)" in result.out
+
+
+def test_jku_in_the_header_is_ignored(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    evil = "https://attacker.example/jwks.json"
+    result = _run(capsys, test_issuer, test_issuer.mint(headers={"jku": evil}))
+    assert result.code == EXIT_VALID
+    assert f'info  jku        ignored: jku "{evil}" names a key source' in result.out
+
+
+# -- the issuer, upstream -----------------------------------------------------------------
+
+
+def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint()
+    test_issuer.outage()
+    result = _run(capsys, test_issuer, token)
+    assert result.code == EXIT_UNAVAILABLE
+    assert "FAIL  keys" in result.out and "HTTP 503" in result.out
+    assert "answers 503 with Retry-After" in result.out
+    assert "UNAVAILABLE (jwks_unavailable)" in result.out
+
+
+def test_issuer_not_listening_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    issuer = TestIssuer()
+    token = issuer.mint()
+    issuer.close()
+    result = _run(capsys, issuer, token)
+    assert result.code == EXIT_UNAVAILABLE
+    assert "network error: ConnectError" in result.out
+
+
+def test_jwks_uri_skips_discovery(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    result = _run(capsys, test_issuer, test_issuer.mint(), "--jwks-uri", test_issuer.jwks_uri)
+    assert result.code == EXIT_VALID
+    assert test_issuer.requests[test_issuer.discovery_path] == 0
+    assert "skip  metadata" in result.out
+
+
+def test_keys_only_from_the_configured_issuer(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    with TestIssuer() as other:
+        token = other.mint(headers={"jku": other.jwks_uri})
+        result = _run(capsys, test_issuer, token)
+        assert sum(other.requests.values()) == 0
+    assert result.code == EXIT_INVALID
+
+
+# -- input and output ------------------------------------------------------------------------
+
+
+def test_json_output(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint_expired()
+    result = _run(capsys, test_issuer, token, "--json")
+    report = result.json
+    assert result.code == EXIT_INVALID
+    assert report["verdict"] == "invalid" and report["reason"] == "expired"
+    assert report["exit_code"] == EXIT_INVALID
+    checks = {c["name"]: c for c in report["checks"]}  # type: ignore[attr-defined]
+    assert checks["exp"]["status"] == "fail" and checks["exp"]["reason"] == "expired"
+    assert checks["signature"]["status"] == "pass"
+    assert report["token"]["length"] == len(token)  # type: ignore[index]
+    assert isinstance(report["claims"], dict) and report["claims"]["sub"] == "test-user"
+
+
+def test_token_from_stdin_in_a_real_process(test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint(scope="read:items")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bearerguard", "inspect", "-", "--issuer", test_issuer.issuer,
+         "--audience", test_issuer.audience],
+        input=f"Authorization: Bearer {token}\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == EXIT_VALID, completed.stderr
+    assert "VALID" in completed.stdout
+    assert token not in completed.stdout + completed.stderr
+
+
+def test_token_as_argument(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+    token = test_issuer.mint()
+    code = cli_main(
+        ["inspect", token, "--issuer", test_issuer.issuer, "--audience", test_issuer.audience]
+    )
+    out = capsys.readouterr().out
+    assert code == EXIT_VALID and token not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-", "--audience", "a"],  # no --issuer
+        ["-", "--issuer", "http://127.0.0.1:1"],  # no --audience
+        ["-", "--issuer", "http://idp.example.com", "--audience", "a"],  # http, not loopback
+        ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--algorithms", "none"],
+        ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--algorithms", "HS256"],
+        ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--leeway", "-1"],
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert inspect_main(argv, stdin=io.StringIO("abc")) == EXIT_USAGE
+    assert capsys.readouterr().err
+
+
+def test_empty_stdin_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["-", "--issuer", "https://idp.example.com", "--audience", "a"]
+    assert inspect_main(argv, stdin=io.StringIO("  \n")) == EXIT_USAGE
+    assert "no token given on stdin" in capsys.readouterr().err
+
+
+def test_demo_command_still_dispatches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["demo", "--help"])
+    assert exited.value.code == 0
+    assert "--self-test" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["frobnicate"]) == EXIT_USAGE
+    assert "unknown command" in capsys.readouterr().err
