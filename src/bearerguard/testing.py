@@ -761,7 +761,9 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
         answer = await asyncio.to_thread(self._owner._answer, recorded)
         if answer is None:
             raise httpx.ConnectError("the test issuer dropped the connection", request=request)
-        headers = {"Content-Type": "application/json", **answer.headers}
+        headers = dict(answer.headers)
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
         content = b"" if request.method == "HEAD" else answer.encoded()
         return httpx.Response(answer.status, headers=headers, content=content, request=request)
 
