@@ -164,6 +164,17 @@ async def test_a_malformed_shared_value_is_ignored(
     assert calls(test_issuer) == 1
 
 
+async def test_a_shared_value_without_an_active_answer_is_ignored(
+    test_issuer: TestIssuer, replica: MakeValidator, inspect: Redis
+) -> None:
+    token = test_issuer.mint_opaque()
+    validator = replica()
+    value = {"active": True, "claims": {"sub": "x"}, "until": 4_000_000_000}
+    await inspect.set(redis_key(validator, test_issuer, token), json.dumps(value))
+    assert (await validator.validate(token)).subject == "test-user"
+    assert calls(test_issuer) == 1
+
+
 async def test_redis_killed_mid_test_degrades_to_the_in_process_cache(
     test_issuer: TestIssuer, replica: MakeValidator, server: RedisServer
 ) -> None:

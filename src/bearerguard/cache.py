@@ -353,5 +353,6 @@ def _well_formed(value: Any) -> bool:
     if type(until) not in (int, float):
         return False
     if active is True:
-        return isinstance(value.get("claims"), dict)
+        claims = value.get("claims")
+        return isinstance(claims, dict) and claims.get("active") is True
     return active is False
