@@ -82,6 +82,10 @@ def test_required_scope_missing_is_invalid_with_403_words(
     token = test_issuer.mint(scope="read:items")
     result = _run(capsys, test_issuer, token, "--require-scope", "write:items")
     assert result.code == EXIT_INVALID
+    assert "FAIL  required scopes  the route needs write:items; the token lacks write:items" in (
+        result.out
+    )
+    assert "FAIL  validator" not in result.out
     assert "INVALID (insufficient_scope): the token lacks write:items" in result.out
     assert 'answers 403 error="insufficient_scope"' in result.out
 
@@ -199,8 +203,8 @@ def test_bad_signature(capsys: pytest.CaptureFixture[str], test_issuer: TestIssu
 def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
     result = _run(capsys, test_issuer, test_issuer.mint(headers={"typ": "dpop+jwt"}))
     assert result.code == EXIT_INVALID
-    assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449)' in result.out
-    assert "not an access token" in result.out
+    assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449;' in result.out
+    assert "), not an access token; accepted: none, JWT" in result.out
     assert "INVALID (bad_typ)" in result.out
 
 
@@ -304,9 +308,31 @@ def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], test_issuer: Te
     test_issuer.outage()
     result = _run(capsys, test_issuer, token)
     assert result.code == EXIT_UNAVAILABLE
-    assert "FAIL  keys" in result.out and "HTTP 503" in result.out
-    assert "answers 503 with Retry-After" in result.out
+    assert "FAIL  metadata   could not get the issuer's metadata from" in result.out
+    assert ": HTTP 503. The middleware answers 503 with Retry-After" in result.out
     assert "UNAVAILABLE (jwks_unavailable)" in result.out
+
+
+def test_jwks_down_names_the_jwks_uri(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    test_issuer.route(test_issuer.jwks_path, status=500, body={"error": "oops"})
+    result = _run(capsys, test_issuer, test_issuer.mint())
+    assert result.code == EXIT_UNAVAILABLE
+    assert "PASS  metadata" in result.out
+    assert (
+        f"FAIL  keys       could not get the issuer's keys from {test_issuer.jwks_uri}: HTTP 500"
+        in (result.out)
+    )
+
+
+def test_metadata_for_another_issuer_is_refused(
+    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+) -> None:
+    test_issuer.serve_metadata({**test_issuer.metadata(), "issuer": "https://evil.example.com"})
+    result = _run(capsys, test_issuer, test_issuer.mint())
+    assert result.code == EXIT_UNAVAILABLE
+    assert "metadata issuer does not equal the configured issuer" in result.out
 
 
 def test_issuer_not_listening_exits_3(capsys: pytest.CaptureFixture[str]) -> None:

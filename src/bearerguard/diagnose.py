@@ -49,12 +49,12 @@ Verdict = Literal["valid", "invalid", "unavailable"]
 _KEY_SOURCE_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: What other ``typ`` values announce, so a refusal can say what the token really is.
 _TYP_MEANING = {
-    "dpop+jwt": "a DPoP proof (RFC 9449), which belongs in the DPoP header, not Authorization",
+    "dpop+jwt": "a DPoP proof (RFC 9449; it travels in the DPoP header, beside the token)",
     "logout+jwt": "an OpenID Connect back-channel logout token",
     "secevent+jwt": "a Security Event Token (RFC 8417)",
-    "id_token+jwt": "an ID token, which is for the client, never for an API",
-    "jwt-bearer+jwt": "a JWT client assertion (RFC 7523), not an access token",
-    "client-authentication+jwt": "a client authentication assertion, not an access token",
+    "id_token+jwt": "an ID token (meant for the client, never for an API)",
+    "jwt-bearer+jwt": "a JWT client assertion (RFC 7523)",
+    "client-authentication+jwt": "a client authentication assertion",
     "token-introspection+jwt": "a signed introspection response (RFC 9701)",
 }
 _ACCEPTED_TYP = "none, JWT, application/jwt, at+jwt, application/at+jwt"
@@ -232,13 +232,15 @@ class _Captured(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def reasons(self) -> list[str]:
+    def reasons(self, logger: str) -> list[str]:
+        """What went wrong, in the words of ``logger``'s events (``reason=...`` when given)."""
         found: list[str] = []
         for record in self.records:
+            if record.name != logger:
+                continue
             message = record.getMessage()
-            event = message.split(" ", 1)[0].removeprefix("bearerguard.")
             match = _REASON_IN_LOG.search(message)
-            text = f"{event}: {match.group(1)}" if match else message
+            text = match.group(1) if match else message.removeprefix("bearerguard.")
             if text not in found:
                 found.append(text)
         return found
@@ -282,7 +284,10 @@ async def diagnose(
     )
     try:
         with _capture_upstream_log() as upstream:
-            await _Inspector(report, state, clock(), max_token_length, upstream).run(token)
+            inspector = _Inspector(
+                report, state, clock(), max_token_length, upstream, required_scopes
+            )
+            await inspector.run(token)
             await _verdict(report, validator, token, required_scopes)
     finally:
         await validator.aclose()
@@ -344,7 +349,9 @@ class _Inspector:
         now: float,
         max_token_length: int,
         upstream: _Captured,
+        required_scopes: tuple[str, ...] = (),
     ) -> None:
+        self.required_scopes = required_scopes
         self.report = report
         self.state = state
         self.rules = state.rules
@@ -602,8 +609,7 @@ class _Inspector:
         try:
             candidates = await jwks.get_keys(kid, alg)
         except Unavailable as error:
-            self._metadata_check()
-            self.add("keys", "fail", self._upstream_detail(error), error.reason)
+            self._upstream_failed(error)
             self.add("signature", "skip", "not checked: no keys to check it with")
             return
         except InvalidToken as error:
@@ -687,18 +693,32 @@ class _Inspector:
         skipped = f" ({keyset.skipped} unusable key(s) skipped)" if keyset.skipped else ""
         self.add("keys", "pass", f"{len(by_kid)} key(s) published{skipped}: {listing}")
 
-    def _upstream_detail(self, error: Unavailable) -> str:
-        reasons = self.upstream.reasons()
+    def _upstream_failed(self, error: Unavailable) -> None:
+        """Say which fetch failed (metadata or JWKS), where, and why, as the library logged it."""
         config = self.state.config
-        where = (
-            config.jwks_uri
-            if config.jwks_uri is not None
-            else " or ".join(discovery_urls(config.issuer))
+        metadata = self.state.metadata.cached
+        answer = (
+            f"The middleware answers 503 with Retry-After ({error.retry_after}s) here, not "
+            "401: the token may well be fine"
         )
-        because = f" ({'; '.join(reasons)})" if reasons else ""
-        return (
-            f"could not get the issuer's keys from {where}{because}. The middleware answers "
-            f"503 with Retry-After ({error.retry_after}s) here, not 401: the token may be fine"
+        if metadata is None:
+            why = "; ".join(self.upstream.reasons("bearerguard.metadata")) or error.description
+            where = " or ".join(discovery_urls(config.issuer))
+            self.add(
+                "metadata",
+                "fail",
+                f"could not get the issuer's metadata from {where}: {why}. {answer}",
+                "metadata_unavailable",
+            )
+            self.add("keys", "skip", "not fetched: the metadata names where the keys are")
+            return
+        self._metadata_check()
+        why = "; ".join(self.upstream.reasons("bearerguard.jwks")) or error.description
+        self.add(
+            "keys",
+            "fail",
+            f"could not get the issuer's keys from {metadata.jwks_uri}: {why}. {answer}",
+            error.reason,
         )
 
     # -- claims --------------------------------------------------------------------------
@@ -902,6 +922,20 @@ class _Inspector:
             self.add("scopes", "info", f"granted: {' '.join(sorted(scopes))} (from {origin})")
         else:
             self.add("scopes", "info", f"none granted (looked in {', '.join(names)})")
+        if not self.required_scopes:
+            return
+        missing = [s for s in self.required_scopes if s not in scopes]
+        if missing:
+            self.add(
+                "required scopes",
+                "fail",
+                f"the route needs {' '.join(self.required_scopes)}; the token lacks "
+                f"{' '.join(missing)}: a valid token, but the API answers 403 "
+                "insufficient_scope (ask for the scope when requesting the token)",
+                "insufficient_scope",
+            )
+        else:
+            self.add("required scopes", "pass", f"all granted: {' '.join(self.required_scopes)}")
 
 
 def _json_problem(exc: BaseException) -> str:
