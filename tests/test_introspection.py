@@ -15,9 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote_plus
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from bearerguard import FetchPolicy, Issuer
+from bearerguard import BearerAuthMiddleware, FetchPolicy, Issuer
 from bearerguard.errors import InvalidToken, Unavailable
 from bearerguard.testing import TestIssuer
 from bearerguard.validator import TokenValidator
@@ -528,3 +533,58 @@ async def test_token_and_client_secret_are_never_logged(
     for secret in (good, revoked, failing, "s3cr3t-never-logged"):
         assert secret not in caplog.text
     assert hashlib.sha256(failing.encode()).hexdigest()[:12] in caplog.text
+
+
+# -- end to end through the middleware: the RFC 6750 answers a client sees ----------------
+
+
+@pytest.fixture
+async def api(test_issuer: TestIssuer) -> AsyncIterator[httpx.AsyncClient]:
+    async def items(request: Request) -> JSONResponse:
+        token = request.scope["user"].token
+        return JSONResponse({"kind": token.kind, "scopes": sorted(token.scopes)})
+
+    client_id, client_secret = test_issuer.introspection_client
+    middleware = BearerAuthMiddleware(
+        Starlette(routes=[Route("/items", items)]),
+        issuer=test_issuer.issuer,
+        audience=test_issuer.audience,
+        jwks_uri=test_issuer.jwks_uri,
+        introspection_endpoint=test_issuer.introspection_endpoint,
+        client_id=client_id,
+        client_secret=client_secret,
+    )
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        yield client
+    await middleware.aclose()
+
+
+async def test_middleware_accepts_an_opaque_token(
+    test_issuer: TestIssuer, api: httpx.AsyncClient
+) -> None:
+    token = test_issuer.mint_opaque(scope="read:items")
+    answer = await api.get("/items", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"kind": "opaque", "scopes": ["read:items"]}
+
+
+async def test_middleware_answers_invalid_token_for_an_inactive_one(
+    test_issuer: TestIssuer, api: httpx.AsyncClient
+) -> None:
+    token = test_issuer.mint_opaque()
+    test_issuer.revoke(token)
+    answer = await api.get("/items", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 401
+    assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+
+
+async def test_middleware_answers_503_with_retry_after_when_introspection_is_down(
+    test_issuer: TestIssuer, api: httpx.AsyncClient
+) -> None:
+    token = test_issuer.mint_opaque()
+    test_issuer.outage()
+    answer = await api.get("/items", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 503
+    assert int(answer.headers["retry-after"]) >= 1
+    assert "www-authenticate" not in answer.headers
