@@ -232,6 +232,8 @@ def test_opentelemetry_observer_records_validations_and_reads_jwks_lazily(
         for p in points["bearerguard.validations"]
     }
     assert validations == {("accepted", "ok"): 1, ("rejected", "bad_signature"): 1}
+    [refusal] = points["bearerguard.refusals"]
+    assert (refusal.attributes, refusal.value) == ({"status": "401", "reason": "bad_signature"}, 1)
     assert sum(p.count for p in points["bearerguard.validation.duration"]) == 2
     [age] = points["bearerguard.jwks.age"]
     assert age.attributes == {"issuer": test_issuer.issuer}

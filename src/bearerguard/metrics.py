@@ -92,7 +92,30 @@ class _Histogram:
         return out
 
 
-class PrometheusObserver(Observer):
+class _Tallies(Observer):
+    """Counts kept as plain integers on the request path, read when metrics are collected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (outcome, reason) -> validations; (status, reason) -> refusals.
+        self._validations: dict[tuple[str, str], int] = {("accepted", "ok"): 0}
+        self._refusals: dict[tuple[str, str], int] = {}
+        self._rate_limited = 0
+
+    def _count_validation(self, error: AuthError) -> str:
+        outcome = outcome_of(error)
+        key = (outcome, error.reason)
+        self._validations[key] = self._validations.get(key, 0) + 1
+        return outcome
+
+    def refusal(self, error: AuthError) -> None:
+        key = (str(error.status), error.reason)
+        self._refusals[key] = self._refusals.get(key, 0) + 1
+        if isinstance(error, RateLimited):
+            self._rate_limited += 1
+
+
+class PrometheusObserver(_Tallies):
     """Metrics in a ``prometheus_client`` registry (the default one unless ``registry`` is given).
 
     Request-path events only add to plain integers (no lock, no label lookup in
@@ -114,16 +137,11 @@ class PrometheusObserver(Observer):
 
         self.namespace = namespace
         self._bounds = tuple(sorted(float(b) for b in buckets))
-        #: (outcome, reason) -> validations; outcome -> latency histogram.
-        self._validations: dict[tuple[str, str], int] = {}
+        #: outcome -> validation latency; (issuer, outcome) -> introspection latency.
         self._latency: dict[str, _Histogram] = {}
-        #: (status, reason) -> refusals; (issuer, outcome) -> introspection latency.
-        self._refusals: dict[tuple[str, str], int] = {}
         self._introspection: dict[tuple[str, str], _Histogram] = {}
-        self._rate_limited = 0
         self._accepted = ("accepted", "ok")
         self._accepted_latency = self._histogram(self._latency, "accepted")
-        self._validations[self._accepted] = 0
         (REGISTRY if registry is None else registry).register(_PrometheusCollector(self))
 
     def _histogram(self, table: dict[Any, _Histogram], key: Any) -> _Histogram:
@@ -139,16 +157,8 @@ class PrometheusObserver(Observer):
             self._validations[self._accepted] += 1
             self._accepted_latency.observe(seconds)
             return
-        outcome = outcome_of(error)
-        key = (outcome, error.reason)
-        self._validations[key] = self._validations.get(key, 0) + 1
+        outcome = self._count_validation(error)
         self._histogram(self._latency, outcome).observe(seconds)
-
-    def refusal(self, error: AuthError) -> None:
-        key = (str(error.status), error.reason)
-        self._refusals[key] = self._refusals.get(key, 0) + 1
-        if isinstance(error, RateLimited):
-            self._rate_limited += 1
 
     def introspection(self, issuer: str, seconds: float, error: AuthError | None) -> None:
         self._histogram(self._introspection, (issuer, outcome_of(error))).observe(seconds)
@@ -247,11 +257,12 @@ class _PrometheusCollector:
         )
 
 
-class OpenTelemetryObserver(Observer):
+class OpenTelemetryObserver(_Tallies):
     """Metrics through the OpenTelemetry API (the global meter provider unless one is given).
 
-    Names follow OTel conventions (dotted, durations in seconds); the lazily read
-    counters are observable instruments, so they cost nothing between collections.
+    Names follow OTel conventions (dotted, durations in seconds). Every count is an
+    observable instrument over plain integers, so the request path only pays for
+    the two latency histograms (``Histogram.record`` of the SDK in use).
     """
 
     def __init__(
@@ -264,8 +275,23 @@ class OpenTelemetryObserver(Observer):
         from opentelemetry import metrics
 
         meter = metrics.get_meter("bearerguard", meter_provider=meter_provider)
-        self._validations = meter.create_counter(
-            "bearerguard.validations", unit="{validation}", description="Bearer tokens judged"
+        meter.create_observable_counter(
+            "bearerguard.validations",
+            callbacks=[self._table_callback(self._validations, ("outcome", "reason"))],
+            unit="{validation}",
+            description="Bearer tokens judged, by outcome and reason",
+        )
+        meter.create_observable_counter(
+            "bearerguard.refusals",
+            callbacks=[self._table_callback(self._refusals, ("status", "reason"))],
+            unit="{response}",
+            description="Error answers sent by the middleware",
+        )
+        meter.create_observable_counter(
+            "bearerguard.ratelimit.rejections",
+            callbacks=[self._observe_rate_limited],
+            unit="{request}",
+            description="Requests refused with 429",
         )
         self._latency = meter.create_histogram(
             "bearerguard.validation.duration",
@@ -273,22 +299,16 @@ class OpenTelemetryObserver(Observer):
             description="Time to judge a bearer token",
             explicit_bucket_boundaries_advisory=list(buckets),
         )
-        self._refusals = meter.create_counter(
-            "bearerguard.refusals", unit="{response}", description="Error answers sent"
-        )
-        self._rate_limited = meter.create_counter(
-            "bearerguard.ratelimit.rejections",
-            unit="{request}",
-            description="Requests refused with 429",
-        )
         self._introspection = meter.create_histogram(
             "bearerguard.introspection.duration",
             unit="s",
             description="RFC 7662 introspection call latency",
             explicit_bucket_boundaries_advisory=list(buckets),
         )
-        self._accepted_attrs = {"outcome": "accepted", "reason": "ok"}
-        self._accepted_latency_attrs = {"outcome": "accepted"}
+        self._accepted = ("accepted", "ok")
+        #: One attributes dict per outcome, made once (the SDK hashes what it is given).
+        self._outcome_attrs: dict[str, dict[str, str]] = {}
+        self._accepted_attrs = self._attrs("accepted")
         meter.create_observable_counter(
             "bearerguard.cache.lookups",
             callbacks=[self._observe_cache],
@@ -323,17 +343,16 @@ class OpenTelemetryObserver(Observer):
         self, token: AccessToken | None, error: AuthError | None, seconds: float
     ) -> None:
         if error is None:
-            self._validations.add(1, self._accepted_attrs)
-            self._latency.record(seconds, self._accepted_latency_attrs)
+            self._validations[self._accepted] += 1
+            self._latency.record(seconds, self._accepted_attrs)
             return
-        outcome = outcome_of(error)
-        self._validations.add(1, {"outcome": outcome, "reason": error.reason})
-        self._latency.record(seconds, {"outcome": outcome})
+        self._latency.record(seconds, self._attrs(self._count_validation(error)))
 
-    def refusal(self, error: AuthError) -> None:
-        self._refusals.add(1, {"http.response.status_code": error.status, "reason": error.reason})
-        if isinstance(error, RateLimited):
-            self._rate_limited.add(1)
+    def _attrs(self, outcome: str) -> dict[str, str]:
+        found = self._outcome_attrs.get(outcome)
+        if found is None:
+            found = self._outcome_attrs[outcome] = {"outcome": outcome}
+        return found
 
     def introspection(self, issuer: str, seconds: float, error: AuthError | None) -> None:
         self._introspection.record(seconds, {"issuer": issuer, "outcome": outcome_of(error)})
@@ -346,6 +365,25 @@ class OpenTelemetryObserver(Observer):
             Observation(value, {"result": result})
             for result, value in zip(("hit", "negative_hit", "miss"), lookups, strict=True)
         ]
+
+    def _observe_rate_limited(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(self._rate_limited)]
+
+    @staticmethod
+    def _table_callback(
+        table: dict[tuple[str, str], int], names: tuple[str, str]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            from opentelemetry.metrics import Observation
+
+            return [
+                Observation(count, dict(zip(names, key, strict=True)))
+                for key, count in list(table.items())
+            ]
+
+        return observe
 
     def _observe_storage_errors(self, options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
