@@ -437,3 +437,63 @@ def test_demo_command_still_dispatches(capsys: pytest.CaptureFixture[str]) -> No
 def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["frobnicate"]) == EXIT_USAGE
     assert "unknown command" in capsys.readouterr().err
+
+
+# -- the explanation and the middleware's verdict are one ------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_validators_reason_is_always_among_the_failed_checks(
+    test_issuer: TestIssuer,
+) -> None:
+    from bearerguard.config import Issuer
+    from bearerguard.diagnose import diagnose
+
+    now = int(time.time())
+    tokens = {
+        "expired": test_issuer.mint_expired(),
+        "nbf": test_issuer.mint_not_yet_valid(),
+        "iat": test_issuer.mint({"iat": now + 600}),
+        "aud": test_issuer.mint_wrong_audience(),
+        "iss": test_issuer.mint_wrong_issuer(),
+        "none": test_issuer.mint_alg_none(),
+        "kid": test_issuer.mint_unknown_key(),
+        "sig": test_issuer.mint_tampered(),
+        "typ": test_issuer.mint(headers={"typ": "logout+jwt"}),
+        "crit": test_issuer.mint(headers={"crit": ["b64"]}),
+        "exp": test_issuer.mint(expires_in=None),
+        "exp-string": test_issuer.mint({"exp": str(now + 60)}),
+        "kid-number": test_issuer.mint(kid=7),
+        "scope-number": test_issuer.mint({"scope": 5}),
+        "sub-number": test_issuer.mint({"sub": 5}),
+        "several": test_issuer.mint_expired({"aud": [], "iss": 1}),
+        "opaque": test_issuer.mint_opaque(),
+        "jwe": "a.b.c.d.e",
+        "bad-chars": "a+b.c/d.e=",
+    }
+    config = Issuer(test_issuer.issuer, test_issuer.audience, opaque="reject")
+    for name, token in tokens.items():
+        report = await diagnose(token, config)
+        assert report.verdict == "invalid", name
+        assert report.reason in {c.reason for c in report.failed}, (name, report.checks)
+
+
+def test_hostile_input_never_crashes(capsys: pytest.CaptureFixture[str]) -> None:
+    # No issuer is needed: none of these gets as far as asking for keys.
+    issuer = "https://idp.example.com"
+    for token in [
+        "\x1b[31mred",
+        "é.é.é",
+        "..",
+        "a..b",
+        "." * 4,
+        "eyJ.eyJ.eyJ",
+        _b64(b"[1]") + "." + _b64(b"{}") + ".c2ln",
+        _b64(b'{"alg":"RS256"}') + "." + _b64(b'{"exp": 1e999}') + ".c2ln",
+        _b64(b'{"alg":"RS256"}') + "." + _b64(b"[" * 5000 + b"]" * 5000) + ".c2ln",
+        _b64(b"\xff\xfe") + "." + _b64(b"{}") + ".c2ln",
+    ]:
+        code = inspect_main(["-", "--issuer", issuer, "--audience", "a"], stdin=io.StringIO(token))
+        out = capsys.readouterr().out
+        assert code == EXIT_INVALID, (token, out)
+        assert "\x1b" not in out

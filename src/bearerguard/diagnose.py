@@ -287,7 +287,17 @@ async def diagnose(
             inspector = _Inspector(
                 report, state, clock(), max_token_length, upstream, required_scopes
             )
-            await inspector.run(token)
+            try:
+                await inspector.run(token)
+            except Exception as exc:  # a bug in the words must not hide the verdict
+                report.checks.append(
+                    Check(
+                        "inspect",
+                        "info",
+                        f"the step-by-step explanation stopped early ({type(exc).__name__}); "
+                        "the verdict below is still the validator's",
+                    )
+                )
             await _verdict(report, validator, token, required_scopes)
     finally:
         await validator.aclose()
@@ -770,7 +780,10 @@ class _Inspector:
             self.add("aud", "pass", f"{show(aud)} contains a configured audience")
             return
         if "aud" not in claims:
-            detail = "the token has no aud claim"
+            detail = (
+                "the token has no aud claim, so it does not say which API it is for; "
+                f"this API needs one of {show(configured)} (RFC 9068 §2.2)"
+            )
         elif not isinstance(aud, str | list) or aud == []:
             detail = f"aud is {_type_name(aud)} {show(aud)}; it must be a string or non-empty array"
         else:
@@ -789,12 +802,8 @@ class _Inspector:
                     f" ({show(near[0])} differs only by a trailing slash; audiences are "
                     "compared exactly)"
                 )
-        self.add(
-            "aud",
-            "fail",
-            detail + ". The token was issued for another API (RFC 7519 §4.1.3)",
-            "bad_aud",
-        )
+            detail += ". The token was issued for another API (RFC 7519 §4.1.3)"
+        self.add("aud", "fail", detail, "bad_aud")
 
     def _clock_note(self) -> str:
         return f"local clock {when(self.now)}, leeway {self.rules.leeway:g} s"
