@@ -202,3 +202,10 @@ async def test_a_hung_redis_does_not_hang_requests(
     finally:
         server.resume()
     assert access.kind == "opaque"
+
+
+async def test_cache_url_on_an_issuer_that_does_not_introspect_is_a_configuration_error(
+    test_issuer: TestIssuer, server: RedisServer
+) -> None:
+    with pytest.raises(ValueError, match="cache_url"):
+        TokenValidator([config(test_issuer, server.url, client_id=None, client_secret=None)])

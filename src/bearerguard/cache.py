@@ -259,9 +259,12 @@ class SharedCache:
         prefix: str = "bearerguard:v1:introspection:",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from redis.asyncio import Redis  # optional dependency: imported only when configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        try:  # optional dependency: imported only when configured
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise ValueError("cache_url needs redis-py: pip install 'bearerguard[redis]'") from None
 
         # No retries inside redis-py: one bounded attempt, then the breaker decides.
         self._redis: Any = Redis.from_url(

@@ -164,10 +164,16 @@ class TokenValidator:
         self._shared: dict[str, SharedCache] = {}
         for state in self.issuers.values():
             url = state.config.cache_url
-            if url is not None and state.introspector is not None:
-                if url not in self._shared:
-                    self._shared[url] = SharedCache(url)
-                state.shared = self._shared[url]
+            if url is None:
+                continue
+            if state.introspector is None:
+                raise ValueError(
+                    f"cache_url shares introspection results, but {state.config.issuer!r} "
+                    "does not introspect (it needs client_id and client_secret)"
+                )
+            if url not in self._shared:
+                self._shared[url] = SharedCache(url)
+            state.shared = self._shared[url]
         self._inflight: dict[bytes, asyncio.Task[AccessToken]] = {}
         self._prefetch: asyncio.Task[None] | None = None
 
