@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from bearerguard import BearerAuthMiddleware, FetchPolicy, require_scopes
+from bearerguard import BearerAuthMiddleware, FetchPolicy, rate_limited, require_scopes
 from bearerguard.observability import LoggingObserver, Observer
 from bearerguard.testing import TestIssuer
 
@@ -204,3 +208,22 @@ def test_a_failing_observer_is_logged_and_never_fails_the_request(
         )
         assert c.get("/items").status_code == 401
     assert event(caplog, "bearerguard.observer.error")
+
+
+def test_starlette_decorator_429_is_logged_as_ratelimit_exceeded(
+    test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bearerguard")
+
+    @rate_limited("1/minute")
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/limited", endpoint)])
+    guarded = BearerAuthMiddleware(app, issuer=test_issuer.issuer, audience=test_issuer.audience)
+    token = test_issuer.mint()
+    with TestClient(guarded) as c:
+        statuses = [c.get("/limited", headers=bearer(token)).status_code for _ in range(2)]
+    assert statuses == [200, 429]
+    [line] = event(caplog, "bearerguard.ratelimit.exceeded")
+    assert f"token={short(token)} limit=1" in line

@@ -631,6 +631,14 @@ def _answer(scope: Scope, error: RateLimited | Unavailable) -> Response:
     """The RFC 6750-shaped answer for a refusal, carrying its own RateLimit headers."""
     # The refusal's headers replace any decision left on the scope, so none is sent twice.
     scope.pop(DECISION_SCOPE_KEY, None)
+    if isinstance(error, RateLimited):  # the same event the middleware logs for its own 429s
+        log.info(
+            "bearerguard.ratelimit.exceeded token=%s limit=%d retry_after=%d path=%s",
+            getattr(getattr(scope.get("user"), "token", None), "short_hash", "-"),
+            error.limit,
+            error.retry_after,
+            scope.get("path"),
+        )
     answer = answer_for(error, realm="")
     response = Response(answer.body, status_code=answer.status)
     response.raw_headers = list(answer.headers)
