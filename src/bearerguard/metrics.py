@@ -7,11 +7,12 @@ metrics never loads either. Give one to the middleware::
     app.add_middleware(BearerAuthMiddleware, issuer=..., audience=...,
                        observer=PrometheusObserver())
 
-What is pushed on the request path: validations by outcome and reason, their
-latency, refusals by status, rate-limit rejections, introspection call latency.
-What is read at scrape/collection time from counters the library keeps anyway:
-validation cache lookups, JWKS age, keys, fetches and failures, metadata and
-introspection calls and failures, rate-limit storage errors.
+Counted on the request path, in plain integers: validations by outcome and
+reason, their latency, refusals by status, rate-limit rejections, introspection
+call latency (the OpenTelemetry observer records the two latencies through the
+SDK's histograms). Read at scrape/collection time from counters the library
+keeps anyway: validation cache lookups, JWKS age, keys, fetches and failures,
+metadata and introspection calls and failures, rate-limit storage errors.
 """
 
 from __future__ import annotations
