@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bearerguard import FetchPolicy, Issuer
+from bearerguard.cache import SharedCache
 from bearerguard.errors import InvalidToken
 from bearerguard.testing import TestIssuer
 from bearerguard.validator import TokenValidator
@@ -209,3 +210,21 @@ async def test_cache_url_on_an_issuer_that_does_not_introspect_is_a_configuratio
 ) -> None:
     with pytest.raises(ValueError, match="cache_url"):
         TokenValidator([config(test_issuer, server.url, client_id=None, client_secret=None)])
+
+
+async def test_shared_cache_is_used_again_once_redis_is_back(server: RedisServer) -> None:
+    clock = [0.0]
+    shared = SharedCache(server.url, down_for=5.0, clock=lambda: clock[0])
+    value = {"active": False, "until": 4_000_000_000}
+    try:
+        server.kill()
+        await shared.put("ns", b"d" * 32, value, 10)
+        assert (shared.failures, shared.available) == (1, False)
+        server.start()
+        assert await shared.get("ns", b"d" * 32) is None  # still skipped: no call made
+        assert shared.failures == 1
+        clock[0] += 5.0
+        await shared.put("ns", b"d" * 32, value, 10)
+        assert await shared.get("ns", b"d" * 32) == value
+    finally:
+        await shared.aclose()
