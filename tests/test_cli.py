@@ -238,8 +238,58 @@ def test_opaque(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> 
     result = _run(capsys, test_issuer, test_issuer.mint_opaque())
     assert result.code == EXIT_INVALID
     assert "an opaque token" in result.out and "RFC 7662 introspection" in result.out
+    assert "Without introspection credentials" in result.out
     assert "INVALID (malformed)" in result.out
     assert test_issuer.requests[test_issuer.introspection_path] == 0  # sent nowhere
+
+
+def _introspecting(monkeypatch: pytest.MonkeyPatch, issuer: TestIssuer) -> tuple[str, ...]:
+    client_id, secret = issuer.introspection_client
+    monkeypatch.setenv("BG_TEST_SECRET", secret)
+    return ("--client-id", client_id, "--client-secret-env", "BG_TEST_SECRET")
+
+
+def test_opaque_active_is_introspected_at_the_configured_issuer(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint_opaque(scope="read:items")
+    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    assert result.code == EXIT_VALID
+    assert f"PASS  introspection  {test_issuer.introspection_endpoint} answered" in result.out
+    assert "PASS  active" in result.out
+    assert "VALID: the API accepts this token (scopes: read:items)" in result.out
+    assert "rs-secret" not in result.out
+
+
+def test_opaque_revoked_is_inactive(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint_opaque()
+    test_issuer.revoke(token)
+    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    assert result.code == EXIT_INVALID
+    assert "FAIL  active" in result.out and "not active: expired, revoked" in result.out
+    assert "INVALID (inactive)" in result.out
+
+
+def test_opaque_with_refused_credentials_is_unavailable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+) -> None:
+    monkeypatch.setenv("BG_TEST_SECRET", "wrong")
+    options = ("--client-id", "resource-server", "--client-secret-env", "BG_TEST_SECRET")
+    result = _run(capsys, test_issuer, test_issuer.mint_opaque(), *options)
+    assert result.code == EXIT_UNAVAILABLE
+    assert "HTTP 401" in result.out and 'credentials of client "resource-server"' in result.out
+    assert "wrong" not in result.out
+
+
+def test_opaque_wrong_audience_in_the_introspection_answer(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+) -> None:
+    token = test_issuer.mint_opaque(audience="https://other.example.com")
+    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    assert result.code == EXIT_INVALID
+    assert "FAIL  aud" in result.out and "INVALID (bad_aud)" in result.out
 
 
 def test_oversized(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
@@ -414,6 +464,18 @@ def test_token_as_argument(capsys: pytest.CaptureFixture[str], test_issuer: Test
         ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--algorithms", "none"],
         ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--algorithms", "HS256"],
         ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--leeway", "-1"],
+        ["-", "--issuer", "https://idp.example.com", "--audience", "a", "--client-id", "c"],
+        [
+            "-",
+            "--issuer",
+            "https://idp.example.com",
+            "--audience",
+            "a",
+            "--client-id",
+            "c",
+            "--client-secret-env",
+            "BG_SURELY_NOT_SET",
+        ],
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

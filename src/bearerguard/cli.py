@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from typing import Any, TextIO
@@ -63,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Decode a bearer token without trusting it, fetch the configured issuer's "
             "metadata and keys, and explain every check the middleware makes. The token is "
-            "sent nowhere; it is printed only as a SHA-256 prefix. Exit status: 0 valid, "
-            "1 invalid, 2 usage error, 3 issuer unavailable."
+            "sent nowhere (an opaque token goes to the configured issuer's introspection "
+            "endpoint, and only when --client-id is given); it is printed only as a SHA-256 "
+            "prefix. Exit status: 0 valid, 1 invalid, 2 usage error, 3 issuer unavailable."
         ),
     )
     parser.add_argument(
@@ -110,6 +112,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds per fetch from the issuer (default 5)"
+    )
+    parser.add_argument(
+        "--client-id", help="this API's client id at the issuer, to introspect opaque tokens"
+    )
+    parser.add_argument(
+        "--client-secret-env",
+        metavar="VAR",
+        help="the environment variable holding the client secret (never on the command line)",
+    )
+    parser.add_argument(
+        "--introspection-endpoint", help="the RFC 7662 endpoint (default: from the metadata)"
+    )
+    parser.add_argument(
+        "--introspection-auth",
+        choices=("client_secret_basic", "client_secret_post"),
+        default="client_secret_basic",
+        help="how the client authenticates to the introspection endpoint",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -177,6 +196,18 @@ def _issuer(args: argparse.Namespace) -> Issuer:
     except ValueError as exc:
         which = "--jwks-uri" if args.jwks_uri else "--issuer"
         raise ValueError(f"{which}: {exc}") from None
+    secret: str | None = None
+    if args.client_secret_env:
+        secret = os.environ.get(args.client_secret_env)
+        if not secret:
+            raise ValueError(f"--client-secret-env: ${args.client_secret_env} is not set")
+    if (args.client_id is None) != (secret is None):
+        raise ValueError("introspection needs both --client-id and --client-secret-env")
+    if args.introspection_endpoint:
+        try:
+            check_url(args.introspection_endpoint)
+        except ValueError as exc:
+            raise ValueError(f"--introspection-endpoint: {exc}") from None
     return Issuer(
         issuer=args.issuer,
         audience=tuple(args.audience),
@@ -185,7 +216,13 @@ def _issuer(args: argparse.Namespace) -> Issuer:
         leeway=args.leeway,
         rfc9068=args.rfc9068,
         required_claims=tuple(args.required_claim),
-        opaque="reject",  # inspect never introspects: the token goes nowhere
+        client_id=args.client_id,
+        client_secret=secret,
+        introspection_endpoint=args.introspection_endpoint,
+        introspection_auth=args.introspection_auth,
+        # Opaque tokens go to the configured issuer's introspection endpoint, and only
+        # when credentials were given on purpose; otherwise the token goes nowhere.
+        opaque="introspect" if secret is not None else "reject",
         fetch=FetchPolicy(timeout=args.timeout),
     )
 

@@ -373,7 +373,11 @@ class _Inspector:
         self.report.checks.append(Check(name, status, detail, reason))
 
     async def run(self, token: str) -> None:
-        if not self._size(token) or not self._shape(token):
+        if not self._size(token):
+            return
+        if not self._shape(token):
+            if self.report.shape == "opaque" and self.state.introspector is not None:
+                await self._introspect(token)
             return
         decoded = self._decode(token)
         if decoded is None:
@@ -444,15 +448,22 @@ class _Inspector:
             self.add("shape", "fail", _why_not_base64url(parts), "malformed")
             return False
         self.report.shape = "opaque"
-        self.add(
-            "shape",
-            "fail",
+        what = (
             f"not a JWT ({len(parts)} dot-separated part{'s' if len(parts) != 1 else ''}; a JWT "
-            "has 3, a JWE 5): an opaque token. Only the authorization server can say what it "
-            "means (RFC 7662 introspection); inspect does not introspect, and a middleware "
-            "without introspection credentials (client_id, client_secret) refuses it",
-            "malformed",
+            "has 3, a JWE 5): an opaque token, which only the authorization server can "
+            "read (RFC 7662 introspection)"
         )
+        if self.state.introspector is not None:
+            self.add("shape", "info", what)
+        else:
+            self.add(
+                "shape",
+                "fail",
+                f"{what}. Without introspection credentials (--client-id and "
+                "--client-secret-env here, client_id and client_secret in the middleware) "
+                "it is refused",
+                "malformed",
+            )
         return False
 
     def _decode(self, token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -731,16 +742,92 @@ class _Inspector:
             error.reason,
         )
 
+    # -- opaque tokens: RFC 7662 ----------------------------------------------------------
+
+    async def _introspect(self, token: str) -> None:
+        """Ask the configured issuer's introspection endpoint, then judge its answer's claims."""
+        introspector = self.state.introspector
+        assert introspector is not None
+        try:
+            endpoint = await introspector.endpoint()
+        except Unavailable as error:
+            self._upstream_failed(error)
+            return
+        if endpoint is None:
+            self.add(
+                "introspection",
+                "fail",
+                "the issuer's metadata names no introspection_endpoint; give one with "
+                "--introspection-endpoint (introspection_endpoint= in the middleware)",
+                "no_introspection",
+            )
+            return
+        config = self.state.config
+        try:
+            document = await introspector.ask(token, endpoint, short_hash=self.report.token_sha256)
+        except Unavailable as error:
+            why = "; ".join(self.upstream.reasons("bearerguard.introspection"))
+            self.add(
+                "introspection",
+                "fail",
+                f"{endpoint} gave no usable answer ({why or error.description}); a 401 here "
+                f"means it refused the credentials of client {show(config.client_id)}. The "
+                "middleware answers 503 with Retry-After, not 401: the token may well be fine",
+                error.reason,
+            )
+            return
+        claims = dict(document)
+        self.report.claims = claims
+        self.add(
+            "introspection",
+            "pass",
+            f"{endpoint} answered (as client {show(config.client_id)}, "
+            f"{config.introspection_auth})",
+        )
+        active = claims.get("active")
+        if active is not True:
+            detail = (
+                "the issuer says the token is not active: expired, revoked, or not one it "
+                "issued (RFC 7662 §2.2)"
+            )
+            if "active" in claims and active is not False:
+                detail = (
+                    f"active is {_type_name(active)} ({show(active)}); only the JSON value "
+                    "true means active (RFC 7662 §2.2)"
+                )
+            self.add("active", "fail", detail, "inactive")
+            return
+        self.add("active", "pass", "true: the issuer vouches for the token")
+        token_type = claims.get("token_type")
+        if token_type is not None:
+            if isinstance(token_type, str) and token_type.lower() == "bearer":
+                self.add("token_type", "pass", f"{show(token_type)}")
+            else:
+                self.add(
+                    "token_type",
+                    "fail",
+                    f"token_type {show(token_type)}: not a bearer access token (a DPoP-bound "
+                    "or refresh token cannot be used as a bearer token)",
+                    "bad_token_type",
+                )
+        if "iss" in claims:
+            self._iss(claims)
+        self._claims(claims, introspected=True)
+        self._scopes(claims)
+
     # -- claims --------------------------------------------------------------------------
 
-    def _claims(self, claims: dict[str, Any]) -> None:
+    def _claims(self, claims: dict[str, Any], *, introspected: bool = False) -> None:
         """Run ``check_claims`` until it passes, setting right one fault at a time."""
         failures: dict[str, InvalidToken] = {}
         probe = dict(claims)
         rules = self.rules
         for _ in range(_CLAIM_LOOP_LIMIT):
             try:
-                rules.check_claims(probe, self.now)
+                if introspected:
+                    rules.check_claims(probe, self.now, introspected=True)
+                else:
+                    rules.check_claims(probe, self.now)
                 break
             except InvalidToken as error:
                 if error.reason in failures:
@@ -757,7 +844,7 @@ class _Inspector:
                 elif error.reason in ("bad_iat", "iat_future"):
                     probe["iat"] = int(self.now)
                 elif error.reason == "missing_claim":
-                    for name in rules.required:
+                    for name in rules.required_configured if introspected else rules.required:
                         if probe.get(name) is None:
                             probe[name] = int(self.now) if name == "iat" else "x"
                 elif error.reason == "bad_claim":
@@ -771,13 +858,18 @@ class _Inspector:
         self._exp(claims, failures.get("bad_exp") or failures.get("expired"))
         self._date(claims, "nbf", failures.get("bad_nbf") or failures.get("not_yet_valid"))
         self._date(claims, "iat", failures.get("bad_iat") or failures.get("iat_future"))
-        self._required(claims, failures.get("missing_claim"), failures.get("bad_claim"))
+        self._required(
+            claims, failures.get("missing_claim"), failures.get("bad_claim"), introspected
+        )
 
     def _aud(self, claims: dict[str, Any], failure: InvalidToken | None) -> None:
         configured = sorted(self.rules.audiences)
         aud = claims.get("aud")
         if failure is None:
-            self.add("aud", "pass", f"{show(aud)} contains a configured audience")
+            if "aud" in claims:
+                self.add("aud", "pass", f"{show(aud)} contains a configured audience")
+            else:
+                self.add("aud", "pass", "absent (optional in an introspection answer)")
             return
         if "aud" not in claims:
             detail = (
@@ -883,17 +975,21 @@ class _Inspector:
         self.add(name, "fail", detail, failure.reason)
 
     def _required(
-        self, claims: dict[str, Any], missing: InvalidToken | None, bad: InvalidToken | None
+        self,
+        claims: dict[str, Any],
+        missing: InvalidToken | None,
+        bad: InvalidToken | None,
+        introspected: bool = False,
     ) -> None:
-        required = [n for n in self.rules.required if n != "exp"]
+        names = self.rules.required_configured if introspected else self.rules.required
+        required = [n for n in names if n != "exp"]
         if missing is not None:
-            absent = [n for n in self.rules.required if claims.get(n) is None]
-            why = " (RFC 9068 mode)" if self.rules.strict_typ else ""
+            absent = [n for n in names if claims.get(n) is None]
+            why = " (RFC 9068 mode)" if self.rules.strict_typ and not introspected else ""
             self.add(
                 "required",
                 "fail",
-                f"missing required claim(s) {show(absent)}{why}; "
-                f"required: {show(list(self.rules.required))}",
+                f"missing required claim(s) {show(absent)}{why}; required: {show(list(names))}",
                 "missing_claim",
             )
         elif required:
