@@ -21,6 +21,7 @@ import json
 import pstats
 import statistics
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from benchmarks.inprocess import (
     Context,
     _cache_kwargs,
+    bearerguard_runner,
     cache_available,
     new_validator,
     raw_verifier,
@@ -99,23 +101,22 @@ def run_profile(ctx: Context, n: int) -> dict[str, Any]:
     digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
     now = time.time()
 
-    def total(kwargs: dict[str, Any]) -> float:
-        async def fresh_validate_all() -> float:
-            v = await new_validator(ctx.issuer, **kwargs)
-            try:
-                t0 = time.perf_counter()
-                for t in tokens:
-                    await v.validate(t)
-                return (time.perf_counter() - t0) / len(tokens) * 1e6
-            finally:
-                await v.aclose()
+    # Totals use the same long-lived validators as the cold section (bearerguard_runner):
+    # cache off; cache on and full, so each token is a miss that stores and evicts.
+    total_off = bearerguard_runner(ctx, cache=False)
+    total_on = bearerguard_runner(ctx, cache=True) if on != off else None
 
-        return float(ctx.run(fresh_validate_all()))
+    def total(runner: Callable[[list[str]], float]) -> float:
+        return runner(tokens) / len(tokens) * 1e6
 
     # The path of TokenValidator.validate, step by step, in order.
-    step("TOTAL validate(), cache off", steps, lambda: total(off))
-    if on != off:
-        step("TOTAL validate(), cache on (miss + store)", steps, lambda: total(on))
+    step("TOTAL validate(), cache off", steps, lambda: total(total_off))
+    if total_on is not None:
+        step(
+            "TOTAL validate(), cache on and full (miss, store, evict)",
+            steps,
+            lambda: total(total_on),
+        )
     step(
         "raw RS256 verify (cryptography, the 100 %)",
         steps,
@@ -173,16 +174,48 @@ def run_profile(ctx: Context, n: int) -> dict[str, Any]:
 
         store = ValidationCache()
         step(
-            "ValidationCache.accept (cache on only)",
+            "ValidationCache.accept, cache not full (cache on only)",
             steps,
             lambda: per_op_us(lambda d: store.accept(d, access, now + 300, key), digests),
         )
+        size = len(digests)
+        full = ValidationCache(size)
+        for i in range(size):
+            full.accept(i.to_bytes(32, "big"), access, now + 300, key)
+        # Each sample stores digests never seen before, so every store evicts one entry.
+        fresh_batches = iter(
+            [hashlib.sha256(b"%d-%d" % (r, i)).digest() for i in range(size)]
+            for r in range(REPS + 1)
+        )
+        step(
+            "ValidationCache.accept, cache full: evicts (cache on only)",
+            steps,
+            lambda: per_op_us(
+                lambda d: full.accept(d, access, now + 300, key), next(fresh_batches)
+            ),
+        )
+        empty = ValidationCache()
         step(
             "ValidationCache.lookup, miss (cache on only)",
             steps,
-            lambda: per_op_us(
-                lambda d: ValidationCache().lookup(d, now), digests[:1] * len(digests)
-            ),
+            lambda: per_op_us(lambda d: empty.lookup(d, now), digests),
+        )
+        ordered: OrderedDict[bytes, Any] = OrderedDict(
+            (i.to_bytes(32, "big"), access) for i in range(size)
+        )
+        other_batches = iter(
+            [hashlib.sha256(b"o%d-%d" % (r, i)).digest() for i in range(size)]
+            for r in range(REPS + 1)
+        )
+
+        def ordered_put(d: bytes) -> None:
+            ordered.popitem(last=False)
+            ordered[d] = access
+
+        step(
+            "OrderedDict insert + popitem(last=False) (reference for a full LRU)",
+            alternatives,
+            lambda: per_op_us(ordered_put, next(other_batches)),
         )
     except ImportError:
         pass
