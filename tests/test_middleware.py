@@ -562,3 +562,22 @@ async def test_tokens_never_appear_in_logs(
     for token in (good, bad, "opaque-token-value"):
         assert token not in text
         assert token.split(".")[-1] not in text
+
+
+async def test_requires_scopes_answers_403_even_when_the_middleware_wraps_the_app(
+    test_issuer: TestIssuer,
+) -> None:
+    # Mounted around Starlette (not via add_middleware), a raised error would reach
+    # Starlette's error handler first and become a 500: the decorator answers itself.
+    @requires_scopes("admin")
+    async def admin(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = BearerAuthMiddleware(
+        Starlette(routes=[Route("/admin", admin)]), issuer=test_issuer.issuer, audience=AUD
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/admin", headers=test_issuer.auth_header(scope="x", audience=AUD))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in challenge(response)
+    assert response.json()["scope"] == "admin"

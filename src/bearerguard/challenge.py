@@ -29,9 +29,12 @@ class Answer:
         self.body = body
 
 
-def answer_for(error: AuthError, realm: str) -> Answer:
-    """Build the answer for an error; the only function that writes a challenge."""
-    params = [f'realm="{quote(realm)}"']
+def answer_for(error: AuthError, realm: str | None) -> Answer:
+    """Build the answer for an error; the only function that writes a challenge.
+
+    ``realm`` is optional in RFC 6750 §3; without one the challenge omits it.
+    """
+    params = [f'realm="{quote(realm)}"'] if realm else []
     body: dict[str, object] = {}
     if error.error is not None:
         body["error"] = error.error
@@ -57,7 +60,8 @@ def answer_for(error: AuthError, realm: str) -> Answer:
             scope = quote(" ".join(error.required))
             params.append(f'scope="{scope}"')
             body["scope"] = scope
-        headers.append((b"www-authenticate", ("Bearer " + ", ".join(params)).encode()))
+        challenge = "Bearer " + ", ".join(params) if params else "Bearer"
+        headers.append((b"www-authenticate", challenge.encode()))
     payload = json.dumps(body, separators=(",", ":")).encode()
     headers.append((b"content-length", str(len(payload)).encode()))
     return Answer(error.status, headers, payload)

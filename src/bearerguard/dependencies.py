@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
-from bearerguard.errors import InsufficientScope, MissingToken
+from bearerguard.challenge import answer_for
+from bearerguard.errors import AuthError, InsufficientScope, MissingToken
 from bearerguard.tokens import AccessToken, TokenUser
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "bearer_scheme",
     "current_token",
     "optional_token",
+    "token_of",
     "require_scopes",
     "requires_scopes",
 ]
@@ -29,18 +32,35 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def optional_token(conn: HTTPConnection) -> AccessToken | None:
-    """The validated token of this request, or ``None`` (anonymous or excluded path)."""
+def token_of(conn: HTTPConnection) -> AccessToken | None:
+    """The validated token of this request, or ``None`` (anonymous or excluded path).
+
+    Synchronous, for Starlette endpoints and decorators; FastAPI routes use the
+    async dependencies below.
+    """
     user = conn.scope.get("user")
     return user.token if isinstance(user, TokenUser) else None
 
 
-def current_token(conn: HTTPConnection) -> AccessToken:
-    """FastAPI dependency: the validated :class:`AccessToken` of this request."""
-    token = optional_token(conn)
+def _required(conn: HTTPConnection) -> AccessToken:
+    token = token_of(conn)
     if token is None:
         raise MissingToken()
     return token
+
+
+# The FastAPI dependencies are async on purpose: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hop on every request for a dict lookup.
+
+
+async def optional_token(conn: HTTPConnection) -> AccessToken | None:
+    """FastAPI dependency: the validated token, or ``None`` (anonymous or excluded path)."""
+    return token_of(conn)
+
+
+async def current_token(conn: HTTPConnection) -> AccessToken:
+    """FastAPI dependency: the validated :class:`AccessToken` of this request."""
+    return _required(conn)
 
 
 #: The name of bearerguard's security scheme in the OpenAPI document.
@@ -69,7 +89,7 @@ def bearer_scheme() -> Any:
             self.scheme_name = SCHEME_NAME
 
         async def __call__(self, conn: HTTPConnection) -> AccessToken:
-            return current_token(conn)
+            return _required(conn)
 
         def __repr__(self) -> str:
             return "bearer_scheme()"
@@ -130,7 +150,7 @@ class require_scopes:
     def check(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
         """The scope check itself (synchronous, for decorators and direct use)."""
         if token is None:
-            token = current_token(conn)
+            token = _required(conn)
         if not token.scopes.issuperset(self.scopes):
             raise InsufficientScope(self.scopes)
         return token
@@ -140,7 +160,11 @@ class require_scopes:
 
 
 def requires_scopes(*scopes: str) -> Callable[[F], F]:
-    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works)."""
+    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works).
+
+    It answers the refusal itself rather than raising, so the answer is right
+    however the middleware was mounted (inside or around Starlette's error handling).
+    """
     checker = require_scopes(*scopes)
 
     def decorate(endpoint: F) -> F:
@@ -152,7 +176,13 @@ def requires_scopes(*scopes: str) -> Callable[[F], F]:
             conn = kwargs.get("request", args[index] if len(args) > index else None)
             if not isinstance(conn, HTTPConnection):
                 raise TypeError("requires_scopes needs the request as an argument")
-            checker.check(conn)
+            try:
+                checker.check(conn)
+            except AuthError as error:
+                answer = answer_for(error, realm=None)
+                response = Response(answer.body, status_code=answer.status)
+                response.raw_headers = list(answer.headers)
+                return response
             return await endpoint(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
