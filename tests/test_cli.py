@@ -22,6 +22,9 @@ from bearerguard.cli import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, EXIT_VAL
 from bearerguard.cli import main as cli_main
 from bearerguard.testing import TestIssuer
 
+# Dogfood: the fixtures users get (bearer_issuer), not a private copy.
+pytest_plugins = ["bearerguard.pytest_plugin"]
+
 
 @dataclass
 class Result:
@@ -63,13 +66,14 @@ def _reason(capsys: pytest.CaptureFixture[str], issuer: TestIssuer, token: str, 
 
 
 def test_valid_token_passes_every_check_and_exits_0(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(scope="read:items write:items"))
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(scope="read:items write:items"))
     assert result.code == EXIT_VALID
     assert "FAIL" not in result.out
     assert (
-        f'PASS  kid        found: kid "{test_issuer.signing_kid}" (RSA key for RS256' in result.out
+        f'PASS  kid        found: kid "{bearer_issuer.signing_kid}" (RSA key for RS256'
+        in result.out
     )
     assert "thumbprint" in result.out
     assert "granted: read:items write:items (from scope)" in result.out
@@ -77,10 +81,10 @@ def test_valid_token_passes_every_check_and_exits_0(
 
 
 def test_required_scope_missing_is_invalid_with_403_words(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint(scope="read:items")
-    result = _run(capsys, test_issuer, token, "--require-scope", "write:items")
+    token = bearer_issuer.mint(scope="read:items")
+    result = _run(capsys, bearer_issuer, token, "--require-scope", "write:items")
     assert result.code == EXIT_INVALID
     assert "FAIL  required scopes  the route needs write:items; the token lacks write:items" in (
         result.out
@@ -93,16 +97,16 @@ def test_required_scope_missing_is_invalid_with_403_words(
 # -- one test per rejection reason -------------------------------------------------------
 
 
-def test_expired(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_expired())
+def test_expired(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_expired())
     assert result.code == EXIT_INVALID
     assert "FAIL  exp" in result.out
     assert "expired 1h" in result.out and "leeway 60 s" in result.out
     assert "INVALID (expired)" in result.out
 
 
-def test_not_yet_valid(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_not_yet_valid())
+def test_not_yet_valid(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_not_yet_valid())
     assert result.code == EXIT_INVALID
     assert "FAIL  nbf" in result.out and "not valid yet" in result.out
     assert "from now (local clock" in result.out
@@ -110,18 +114,18 @@ def test_not_yet_valid(capsys: pytest.CaptureFixture[str], test_issuer: TestIssu
 
 
 def test_iat_in_the_future_shows_the_skew(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint({"iat": int(time.time()) + 600})
-    result = _run(capsys, test_issuer, token)
+    token = bearer_issuer.mint({"iat": int(time.time()) + 600})
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert "issued in the future" in result.out
     assert "ahead of the local clock" in result.out and "check NTP" in result.out
     assert "INVALID (iat_future)" in result.out
 
 
-def test_wrong_audience(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_wrong_audience())
+def test_wrong_audience(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_wrong_audience())
     assert result.code == EXIT_INVALID
     assert (
         'token aud "https://not-this-api.example.com" contains none of the configured '
@@ -131,18 +135,18 @@ def test_wrong_audience(capsys: pytest.CaptureFixture[str], test_issuer: TestIss
     assert "INVALID (bad_aud)" in result.out
 
 
-def test_wrong_issuer(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_wrong_issuer())
+def test_wrong_issuer(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_wrong_issuer())
     assert result.code == EXIT_INVALID
-    assert f'token iss "{test_issuer.issuer}/other" vs configured issuer' in result.out
+    assert f'token iss "{bearer_issuer.issuer}/other" vs configured issuer' in result.out
     assert 'the path differs ("/other" vs "")' in result.out
     assert "INVALID (bad_iss)" in result.out
 
 
 def test_wrong_issuer_trailing_slash_is_named(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint({"iss": test_issuer.issuer + "/"}))
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint({"iss": bearer_issuer.issuer + "/"}))
     assert result.code == EXIT_INVALID
     assert "the token's iss ends with a slash and the configured issuer does not" in result.out
     assert "compared exactly" in result.out
@@ -151,8 +155,8 @@ def test_wrong_issuer_trailing_slash_is_named(
     assert "INVALID (bad_iss)" in result.out
 
 
-def test_alg_none(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_alg_none())
+def test_alg_none(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_alg_none())
     assert result.code == EXIT_INVALID
     assert "the signature part is empty: an unsigned JWT" in result.out
     assert 'FAIL  alg     alg "none" means the token is not signed at all' in result.out
@@ -168,12 +172,12 @@ def test_alg_not_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "INVALID (bad_alg)" in result.out
 
 
-def test_hs256_confusion(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    public_pem = test_issuer.signing_key.public_key().public_bytes(
+def test_hs256_confusion(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    public_pem = bearer_issuer.signing_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    token = test_issuer.mint(alg="HS256", key=public_pem, kid=test_issuer.signing_kid)
-    result = _run(capsys, test_issuer, token)
+    token = bearer_issuer.mint(alg="HS256", key=public_pem, kid=bearer_issuer.signing_kid)
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert "alg HS256 is HMAC, verified with a shared secret" in result.out
     assert "algorithm confusion, RFC 8725 §2.1" in result.out
@@ -181,27 +185,27 @@ def test_hs256_confusion(capsys: pytest.CaptureFixture[str], test_issuer: TestIs
 
 
 def test_unknown_kid_lists_the_published_kids(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint_unknown_key(kid="kid-from-staging")
-    result = _run(capsys, test_issuer, token)
+    token = bearer_issuer.mint_unknown_key(kid="kid-from-staging")
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert (
-        f'unknown kid "kid-from-staging": the issuer publishes kids ["{test_issuer.signing_kid}"]'
+        f'unknown kid "kid-from-staging": the issuer publishes kids ["{bearer_issuer.signing_kid}"]'
     ) in result.out
     assert "INVALID (unknown_kid)" in result.out
 
 
-def test_bad_signature(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_tampered())
+def test_bad_signature(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_tampered())
     assert result.code == EXIT_INVALID
-    assert f'FAIL  signature  does not verify with kid "{test_issuer.signing_kid}"' in result.out
+    assert f'FAIL  signature  does not verify with kid "{bearer_issuer.signing_kid}"' in result.out
     assert "changed after it was signed" in result.out
     assert "INVALID (bad_signature)" in result.out
 
 
-def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(headers={"typ": "dpop+jwt"}))
+def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "dpop+jwt"}))
     assert result.code == EXIT_INVALID
     assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449;' in result.out
     assert "), not an access token; accepted: none, JWT" in result.out
@@ -209,38 +213,38 @@ def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], test_issuer: TestIssue
 
 
 def test_typ_jwt_in_rfc9068_mode(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(headers={"typ": "JWT"}), "--rfc9068")
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "JWT"}), "--rfc9068")
     assert result.code == EXIT_INVALID
     assert "accepted: at+jwt or application/at+jwt (RFC 9068 mode is on)" in result.out
     assert "INVALID (bad_typ)" in result.out
 
 
-def test_crit(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint(headers={"crit": ["exp"], "exp": 1})
-    result = _run(capsys, test_issuer, token)
+def test_crit(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint(headers={"crit": ["exp"], "exp": 1})
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert 'crit ["exp"] lists extensions the recipient must understand' in result.out
     assert "INVALID (crit)" in result.out
 
 
-def test_jwe(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
+def test_jwe(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     header = _b64(b'{"alg":"RSA-OAEP-256","enc":"A256GCM"}')
-    result = _run(capsys, test_issuer, f"{header}.a2V5.aXY.Y2lwaGVy.dGFn")
+    result = _run(capsys, bearer_issuer, f"{header}.a2V5.aXY.Y2lwaGVy.dGFn")
     assert result.code == EXIT_INVALID
     assert 'an encrypted JWT (JWE) (alg "RSA-OAEP-256", enc "A256GCM")' in result.out
     assert "accepts signed JWTs only" in result.out
     assert "INVALID (jwe)" in result.out
 
 
-def test_opaque(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint_opaque())
+def test_opaque(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_opaque())
     assert result.code == EXIT_INVALID
     assert "an opaque token" in result.out and "RFC 7662 introspection" in result.out
     assert "Without introspection credentials" in result.out
     assert "INVALID (malformed)" in result.out
-    assert test_issuer.requests[test_issuer.introspection_path] == 0  # sent nowhere
+    assert bearer_issuer.requests[bearer_issuer.introspection_path] == 0  # sent nowhere
 
 
 def _introspecting(monkeypatch: pytest.MonkeyPatch, issuer: TestIssuer) -> tuple[str, ...]:
@@ -250,102 +254,102 @@ def _introspecting(monkeypatch: pytest.MonkeyPatch, issuer: TestIssuer) -> tuple
 
 
 def test_opaque_active_is_introspected_at_the_configured_issuer(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint_opaque(scope="read:items")
-    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    token = bearer_issuer.mint_opaque(scope="read:items")
+    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_VALID
-    assert f"PASS  introspection  {test_issuer.introspection_endpoint} answered" in result.out
+    assert f"PASS  introspection  {bearer_issuer.introspection_endpoint} answered" in result.out
     assert "PASS  active" in result.out
     assert "VALID: the API accepts this token (scopes: read:items)" in result.out
     assert "rs-secret" not in result.out
 
 
 def test_opaque_revoked_is_inactive(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint_opaque()
-    test_issuer.revoke(token)
-    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    token = bearer_issuer.mint_opaque()
+    bearer_issuer.revoke(token)
+    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_INVALID
     assert "FAIL  active" in result.out and "not active: expired, revoked" in result.out
     assert "INVALID (inactive)" in result.out
 
 
 def test_opaque_with_refused_credentials_is_unavailable(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
     monkeypatch.setenv("BG_TEST_SECRET", "wrong")
     options = ("--client-id", "resource-server", "--client-secret-env", "BG_TEST_SECRET")
-    result = _run(capsys, test_issuer, test_issuer.mint_opaque(), *options)
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint_opaque(), *options)
     assert result.code == EXIT_UNAVAILABLE
     assert "HTTP 401" in result.out and 'credentials of client "resource-server"' in result.out
     assert "wrong" not in result.out
 
 
 def test_opaque_wrong_audience_in_the_introspection_answer(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint_opaque(audience="https://other.example.com")
-    result = _run(capsys, test_issuer, token, *_introspecting(monkeypatch, test_issuer))
+    token = bearer_issuer.mint_opaque(audience="https://other.example.com")
+    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_INVALID
     assert "FAIL  aud" in result.out and "INVALID (bad_aud)" in result.out
 
 
-def test_oversized(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint({"padding": "x" * 9000})
-    result = _run(capsys, test_issuer, token)
+def test_oversized(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint({"padding": "x" * 9000})
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert f"the token is {len(token):,} characters; bearerguard refuses anything over 8,192" in (
         result.out
     )
     assert "claims" not in result.out.split("\n\n")[0]  # not even decoded
-    assert sum(test_issuer.requests.values()) == 0
+    assert sum(bearer_issuer.requests.values()) == 0
     assert "INVALID (too_large)" in result.out
 
 
-def test_malformed_json(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    good = test_issuer.mint()
+def test_malformed_json(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    good = bearer_issuer.mint()
     head, _, signature = good.split(".")
     duplicated = _b64(b'{"iss": "x", "iss": "y"}')
     token = f"{head}.{duplicated}.{signature}"
-    result = _run(capsys, test_issuer, token)
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert "the claims part is not a strict JSON object: duplicate member name" in result.out
     assert "INVALID (malformed)" in result.out
 
 
-def test_missing_exp(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(expires_in=None))
+def test_missing_exp(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(expires_in=None))
     assert result.code == EXIT_INVALID
     assert "the token has no exp claim" in result.out and "valid forever" in result.out
     assert "INVALID (bad_exp)" in result.out
 
 
 def test_missing_rfc9068_claims(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(drop=("client_id", "jti")), "--rfc9068")
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(drop=("client_id", "jti")), "--rfc9068")
     assert result.code == EXIT_INVALID
     assert 'missing required claim(s) ["client_id", "jti"] (RFC 9068 mode)' in result.out
     assert "INVALID (missing_claim)" in result.out
 
 
 def test_several_faults_are_all_reported(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    token = test_issuer.mint_expired({"aud": "https://elsewhere.example.com"})
-    result = _run(capsys, test_issuer, token)
+    token = bearer_issuer.mint_expired({"aud": "https://elsewhere.example.com"})
+    result = _run(capsys, bearer_issuer, token)
     assert "FAIL  aud" in result.out and "FAIL  exp" in result.out
     # The verdict is the validator's: its first failing rule.
     assert "INVALID (bad_aud)" in result.out
 
 
 def test_jku_in_the_header_is_ignored(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     evil = "https://attacker.example/jwks.json"
-    result = _run(capsys, test_issuer, test_issuer.mint(headers={"jku": evil}))
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"jku": evil}))
     assert result.code == EXIT_VALID
     assert f'info  jku        ignored: jku "{evil}" names a key source' in result.out
 
@@ -353,10 +357,10 @@ def test_jku_in_the_header_is_ignored(
 # -- the issuer, upstream -----------------------------------------------------------------
 
 
-def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint()
-    test_issuer.outage()
-    result = _run(capsys, test_issuer, token)
+def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint()
+    bearer_issuer.outage()
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_UNAVAILABLE
     assert "FAIL  metadata   could not get the issuer's metadata from" in result.out
     assert ": HTTP 503. The middleware answers 503 with Retry-After" in result.out
@@ -364,23 +368,23 @@ def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], test_issuer: Te
 
 
 def test_jwks_down_names_the_jwks_uri(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    test_issuer.route(test_issuer.jwks_path, status=500, body={"error": "oops"})
-    result = _run(capsys, test_issuer, test_issuer.mint())
+    bearer_issuer.route(bearer_issuer.jwks_path, status=500, body={"error": "oops"})
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint())
     assert result.code == EXIT_UNAVAILABLE
     assert "PASS  metadata" in result.out
     assert (
-        f"FAIL  keys       could not get the issuer's keys from {test_issuer.jwks_uri}: HTTP 500"
+        f"FAIL  keys       could not get the issuer's keys from {bearer_issuer.jwks_uri}: HTTP 500"
         in (result.out)
     )
 
 
 def test_metadata_for_another_issuer_is_refused(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    test_issuer.serve_metadata({**test_issuer.metadata(), "issuer": "https://evil.example.com"})
-    result = _run(capsys, test_issuer, test_issuer.mint())
+    bearer_issuer.serve_metadata({**bearer_issuer.metadata(), "issuer": "https://evil.example.com"})
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint())
     assert result.code == EXIT_UNAVAILABLE
     assert "metadata issuer does not equal the configured issuer" in result.out
 
@@ -395,20 +399,20 @@ def test_issuer_not_listening_exits_3(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_jwks_uri_skips_discovery(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, test_issuer, test_issuer.mint(), "--jwks-uri", test_issuer.jwks_uri)
+    result = _run(capsys, bearer_issuer, bearer_issuer.mint(), "--jwks-uri", bearer_issuer.jwks_uri)
     assert result.code == EXIT_VALID
-    assert test_issuer.requests[test_issuer.discovery_path] == 0
+    assert bearer_issuer.requests[bearer_issuer.discovery_path] == 0
     assert "skip  metadata" in result.out
 
 
 def test_keys_only_from_the_configured_issuer(
-    capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     with TestIssuer() as other:
         token = other.mint(headers={"jku": other.jwks_uri})
-        result = _run(capsys, test_issuer, token)
+        result = _run(capsys, bearer_issuer, token)
         assert sum(other.requests.values()) == 0
     assert result.code == EXIT_INVALID
 
@@ -416,9 +420,9 @@ def test_keys_only_from_the_configured_issuer(
 # -- input and output ------------------------------------------------------------------------
 
 
-def test_json_output(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint_expired()
-    result = _run(capsys, test_issuer, token, "--json")
+def test_json_output(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint_expired()
+    result = _run(capsys, bearer_issuer, token, "--json")
     report = result.json
     assert result.code == EXIT_INVALID
     assert report["verdict"] == "invalid" and report["reason"] == "expired"
@@ -430,11 +434,11 @@ def test_json_output(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer
     assert isinstance(report["claims"], dict) and report["claims"]["sub"] == "test-user"
 
 
-def test_token_from_stdin_in_a_real_process(test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint(scope="read:items")
+def test_token_from_stdin_in_a_real_process(bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint(scope="read:items")
     completed = subprocess.run(
-        [sys.executable, "-m", "bearerguard", "inspect", "-", "--issuer", test_issuer.issuer,
-         "--audience", test_issuer.audience],
+        [sys.executable, "-m", "bearerguard", "inspect", "-", "--issuer", bearer_issuer.issuer,
+         "--audience", bearer_issuer.audience],
         input=f"Authorization: Bearer {token}\n",
         capture_output=True,
         text=True,
@@ -446,10 +450,10 @@ def test_token_from_stdin_in_a_real_process(test_issuer: TestIssuer) -> None:
     assert token not in completed.stdout + completed.stderr
 
 
-def test_token_as_argument(capsys: pytest.CaptureFixture[str], test_issuer: TestIssuer) -> None:
-    token = test_issuer.mint()
+def test_token_as_argument(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
+    token = bearer_issuer.mint()
     code = cli_main(
-        ["inspect", token, "--issuer", test_issuer.issuer, "--audience", test_issuer.audience]
+        ["inspect", token, "--issuer", bearer_issuer.issuer, "--audience", bearer_issuer.audience]
     )
     out = capsys.readouterr().out
     assert code == EXIT_VALID and token not in out
@@ -506,34 +510,34 @@ def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.anyio
 async def test_the_validators_reason_is_always_among_the_failed_checks(
-    test_issuer: TestIssuer,
+    bearer_issuer: TestIssuer,
 ) -> None:
     from bearerguard.config import Issuer
     from bearerguard.diagnose import diagnose
 
     now = int(time.time())
     tokens = {
-        "expired": test_issuer.mint_expired(),
-        "nbf": test_issuer.mint_not_yet_valid(),
-        "iat": test_issuer.mint({"iat": now + 600}),
-        "aud": test_issuer.mint_wrong_audience(),
-        "iss": test_issuer.mint_wrong_issuer(),
-        "none": test_issuer.mint_alg_none(),
-        "kid": test_issuer.mint_unknown_key(),
-        "sig": test_issuer.mint_tampered(),
-        "typ": test_issuer.mint(headers={"typ": "logout+jwt"}),
-        "crit": test_issuer.mint(headers={"crit": ["b64"]}),
-        "exp": test_issuer.mint(expires_in=None),
-        "exp-string": test_issuer.mint({"exp": str(now + 60)}),
-        "kid-number": test_issuer.mint(kid=7),
-        "scope-number": test_issuer.mint({"scope": 5}),
-        "sub-number": test_issuer.mint({"sub": 5}),
-        "several": test_issuer.mint_expired({"aud": [], "iss": 1}),
-        "opaque": test_issuer.mint_opaque(),
+        "expired": bearer_issuer.mint_expired(),
+        "nbf": bearer_issuer.mint_not_yet_valid(),
+        "iat": bearer_issuer.mint({"iat": now + 600}),
+        "aud": bearer_issuer.mint_wrong_audience(),
+        "iss": bearer_issuer.mint_wrong_issuer(),
+        "none": bearer_issuer.mint_alg_none(),
+        "kid": bearer_issuer.mint_unknown_key(),
+        "sig": bearer_issuer.mint_tampered(),
+        "typ": bearer_issuer.mint(headers={"typ": "logout+jwt"}),
+        "crit": bearer_issuer.mint(headers={"crit": ["b64"]}),
+        "exp": bearer_issuer.mint(expires_in=None),
+        "exp-string": bearer_issuer.mint({"exp": str(now + 60)}),
+        "kid-number": bearer_issuer.mint(kid=7),
+        "scope-number": bearer_issuer.mint({"scope": 5}),
+        "sub-number": bearer_issuer.mint({"sub": 5}),
+        "several": bearer_issuer.mint_expired({"aud": [], "iss": 1}),
+        "opaque": bearer_issuer.mint_opaque(),
         "jwe": "a.b.c.d.e",
         "bad-chars": "a+b.c/d.e=",
     }
-    config = Issuer(test_issuer.issuer, test_issuer.audience, opaque="reject")
+    config = Issuer(bearer_issuer.issuer, bearer_issuer.audience, opaque="reject")
     for name, token in tokens.items():
         report = await diagnose(token, config)
         assert report.verdict == "invalid", name

@@ -15,66 +15,66 @@ from bearerguard.errors import Unavailable
 from bearerguard.testing import TestIssuer
 from bearerguard.validator import TokenValidator
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "bearerguard.pytest_plugin"]
 
 
 @pytest.mark.anyio
 async def test_transport_serves_discovery_and_keys_without_a_socket(
-    test_issuer: TestIssuer,
+    bearer_issuer: TestIssuer,
 ) -> None:
-    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+    async with httpx.AsyncClient(transport=bearer_issuer.transport()) as client:
         validator = TokenValidator(
-            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+            [Issuer(bearer_issuer.issuer, bearer_issuer.audience)], client=client
         )
-        token = await validator.validate(test_issuer.mint(scope="read:items"))
+        token = await validator.validate(bearer_issuer.mint(scope="read:items"))
         await validator.aclose()
     assert token.scopes == {"read:items"}
-    assert test_issuer.requests[test_issuer.discovery_path] == 1
-    assert test_issuer.requests[test_issuer.jwks_path] == 1
+    assert bearer_issuer.requests[bearer_issuer.discovery_path] == 1
+    assert bearer_issuer.requests[bearer_issuer.jwks_path] == 1
 
 
 @pytest.mark.anyio
-async def test_transport_needs_no_listening_socket(test_issuer: TestIssuer) -> None:
+async def test_transport_needs_no_listening_socket(bearer_issuer: TestIssuer) -> None:
     # Stop only the HTTP server: the issuer object (keys, switches) lives on.
-    test_issuer._server.shutdown()
-    test_issuer._server.server_close()
+    bearer_issuer._server.shutdown()
+    bearer_issuer._server.server_close()
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as plain:
-            await plain.get(test_issuer.jwks_uri)
-    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+            await plain.get(bearer_issuer.jwks_uri)
+    async with httpx.AsyncClient(transport=bearer_issuer.transport()) as client:
         validator = TokenValidator(
-            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+            [Issuer(bearer_issuer.issuer, bearer_issuer.audience)], client=client
         )
-        token = await validator.validate(test_issuer.mint(scope="read:items"))
+        token = await validator.validate(bearer_issuer.mint(scope="read:items"))
         await validator.aclose()
-    assert token.issuer == test_issuer.issuer
+    assert token.issuer == bearer_issuer.issuer
 
 
 @pytest.mark.anyio
-async def test_transport_sees_rotation(test_issuer: TestIssuer) -> None:
-    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+async def test_transport_sees_rotation(bearer_issuer: TestIssuer) -> None:
+    async with httpx.AsyncClient(transport=bearer_issuer.transport()) as client:
         validator = TokenValidator(
-            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+            [Issuer(bearer_issuer.issuer, bearer_issuer.audience)], client=client
         )
-        await validator.validate(test_issuer.mint())
-        test_issuer.rotate()
-        token = await validator.validate(test_issuer.mint())
+        await validator.validate(bearer_issuer.mint())
+        bearer_issuer.rotate()
+        token = await validator.validate(bearer_issuer.mint())
         await validator.aclose()
-    assert token.key_id == test_issuer.signing_kid
-    assert test_issuer.requests[test_issuer.jwks_path] == 2
+    assert token.key_id == bearer_issuer.signing_kid
+    assert bearer_issuer.requests[bearer_issuer.jwks_path] == 2
 
 
 @pytest.mark.anyio
 async def test_transport_outage_close_is_a_connect_error_and_a_503(
-    test_issuer: TestIssuer,
+    bearer_issuer: TestIssuer,
 ) -> None:
-    test_issuer.outage(mode="close")
-    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+    bearer_issuer.outage(mode="close")
+    async with httpx.AsyncClient(transport=bearer_issuer.transport()) as client:
         validator = TokenValidator(
-            [Issuer(test_issuer.issuer, test_issuer.audience)], client=client
+            [Issuer(bearer_issuer.issuer, bearer_issuer.audience)], client=client
         )
         with pytest.raises(Unavailable):
-            await validator.validate(test_issuer.mint())
+            await validator.validate(bearer_issuer.mint())
         await validator.aclose()
 
 
