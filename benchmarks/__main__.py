@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     cache_wired=cache_wired,
                     rounds=http_rounds,
                     duration=duration,
-                    warmup=1.0 if quick else 2.0,
+                    warmup=1.0,
                     only=only,
                     progress=progress,
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import tempfile
 import time
@@ -231,17 +232,30 @@ def run_http(
         for s in todo:  # warm-up: keys fetched, code paths hot, first tokens cached
             _one_run(s, scripts, warmup, stream_env, record=False)
         rng = random.Random(3)
+        plain = next((s for s in todo if s.name == "plain"), None)
         for r in range(rounds):
-            order = list(todo)
-            rng.shuffle(order)
-            for s in order:
+            others = [s for s in todo if s is not plain]
+            rng.shuffle(others)
+            # The baseline runs three times a round (start, middle, end) and the round's
+            # baseline is their median: one unlucky slot must not skew every ratio.
+            half = len(others) // 2
+            sequence = [plain, *others[:half], plain, *others[half:], plain]
+            baseline: list[dict[str, Any]] = []
+            for s in sequence:
+                if s is None:
+                    continue
                 progress(f"http: round {r + 1}/{rounds}: {s.name}")
                 try:
-                    _one_run(s, scripts, duration, stream_env, record=True)
+                    result = _one_run(s, scripts, duration, stream_env, record=s is not plain)
+                    if s is plain:
+                        baseline.append(result)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     notes[f"{s.name}/round{r + 1}"] = str(exc)[:300]
-                    s.runs.append({})
+                    if s is not plain:
+                        s.runs.append({})
                 time.sleep(0.3)
+            if plain is not None:
+                plain.runs.append(_median_run(baseline))
         for s in todo:
             if s.server is not None and s.server.proc.poll() is not None:
                 notes[s.name] = f"server died: {s.server.tail()}"
@@ -253,7 +267,8 @@ def run_http(
         "setup": (
             f"uvicorn {' '.join(uvicorn_options()) or '(asyncio, h11)'} --workers 1 "
             f"--no-access-log, pinned to core 0; wrk -t1 -c{CONNECTIONS} {duration:.0f} s per run, "
-            "pinned to core 1; "
+            "pinned to core 1; plain Starlette runs at the start, middle and end of each round and "
+            "the round's baseline is the median of those three; "
             f"{rounds} rounds, scenarios shuffled per round; ratios per round vs plain Starlette."
         ),
         "rounds": rounds,
@@ -270,7 +285,7 @@ def _one_run(
     stream_env: dict[str, str],
     *,
     record: bool,
-) -> None:
+) -> dict[str, Any]:
     assert s.server is not None
     env = {**stream_env, "BENCH_OFFSET": str(s.offset)}
     result = run_wrk(s.server.port, scripts[s.stream], duration, env)
@@ -278,6 +293,20 @@ def _one_run(
     s.offset += result["requests"] + CONNECTIONS * 2
     if record:
         s.runs.append(result)
+    return result
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round's baseline: the median of each figure over its runs, the runs kept."""
+    if not runs:
+        return {}
+    out: dict[str, Any] = {
+        key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_us", "p99_us")
+    }
+    for key in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"):
+        out[key] = sum(run.get(key, 0) for run in runs)
+    out["baseline_runs"] = runs
+    return out
 
 
 def _summarise(done: list[Scenario]) -> dict[str, Any]:
