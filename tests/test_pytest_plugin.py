@@ -172,6 +172,27 @@ def test_two(bearer_issuer_session, bearer_issuer):
     pytester.runpytest().assert_outcomes(passed=2)
 
 
+def test_factory_makes_several_issuers_for_a_multi_issuer_app(pytester: pytest.Pytester) -> None:
+    _user_suite(
+        pytester,
+        """
+from fastapi.testclient import TestClient
+from app import create_app
+
+from bearerguard import Issuer
+
+def test_two_issuers(make_bearer_issuer):
+    a, b = make_bearer_issuer(), make_bearer_issuer(algorithms=["EdDSA"])
+    issuers = [Issuer(a.issuer, a.audience), Issuer(b.issuer, b.audience)]
+    with TestClient(create_app(None, None, issuers=issuers)) as client:
+        for issuer in (a, b):
+            headers = issuer.auth_header(scope="read:items")
+            assert client.get("/items", headers=headers).status_code == 200
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
 def test_rotation_and_outage_switches_from_a_user_test(pytester: pytest.Pytester) -> None:
     _user_suite(
         pytester,

@@ -24,7 +24,7 @@ takes :class:`TestIssuer`'s keyword arguments::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -37,6 +37,7 @@ __all__ = [
     "bearer_issuer",
     "bearer_issuer_session",
     "bearer_transport",
+    "make_bearer_issuer",
 ]
 
 _MARKER = "bearer_issuer"
@@ -67,6 +68,24 @@ def bearer_issuer(request: pytest.FixtureRequest) -> Iterator[TestIssuer]:
     """A development issuer on 127.0.0.1 for this test only, closed afterwards."""
     with TestIssuer(**_issuer_options(request)) as issuer:
         yield issuer
+
+
+@pytest.fixture
+def make_bearer_issuer() -> Iterator[Callable[..., TestIssuer]]:
+    """A factory for more issuers in one test (``issuers=[...]``); all closed afterwards.
+
+    Takes :class:`TestIssuer`'s keyword arguments: ``make_bearer_issuer(algorithms=["ES256"])``.
+    """
+    made: list[TestIssuer] = []
+
+    def make(**options: Any) -> TestIssuer:
+        issuer = TestIssuer(**options)
+        made.append(issuer)
+        return issuer
+
+    yield make
+    for issuer in made:
+        issuer.close()
 
 
 @pytest.fixture(scope="session")
