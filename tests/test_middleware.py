@@ -581,3 +581,27 @@ async def test_requires_scopes_answers_403_even_when_the_middleware_wraps_the_ap
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in challenge(response)
     assert response.json()["scope"] == "admin"
+
+
+async def test_http_client_keyword_routes_fetches_through_the_given_client(
+    test_issuer: TestIssuer,
+) -> None:
+    seen: list[str] = []
+    inner = test_issuer.transport()
+
+    class Counting(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(request.url.path)
+            return await inner.handle_async_request(request)
+
+    async with httpx.AsyncClient(transport=Counting()) as http_client:
+        app = fastapi_app(issuer=test_issuer.issuer, audience=AUD, http_client=http_client)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
+            ok = await c.get(
+                "/items", headers=test_issuer.auth_header(scope="read:items", audience=AUD)
+            )
+            assert ok.status_code == 200
+        assert "/jwks" in seen
+        assert not http_client.is_closed

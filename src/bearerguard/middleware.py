@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Literal
 
+import httpx
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -80,6 +81,7 @@ class BearerAuthMiddleware:
         rate_limit_fail_closed: bool = False,
         rate_limiter: RateLimiter | None = None,
         validator: TokenValidator | None = None,
+        http_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.app = app
@@ -109,7 +111,10 @@ class BearerAuthMiddleware:
                         fetch=fetch or FetchPolicy(),
                     )
                 ]
-            validator = TokenValidator(issuers, max_token_length=max_token_length)
+            # A client handed in (e.g. TestIssuer.transport()) is the caller's to close.
+            validator = TokenValidator(
+                issuers, client=http_client, max_token_length=max_token_length
+            )
         self.validator = validator
         if rate_limiter is None and rate_limit is not None:
             rate_limiter = RateLimiter(
