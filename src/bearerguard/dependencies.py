@@ -24,9 +24,9 @@ __all__ = [
     "bearer_scheme",
     "current_token",
     "optional_token",
-    "token_of",
     "require_scopes",
     "requires_scopes",
+    "token_of",
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
