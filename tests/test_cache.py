@@ -12,7 +12,7 @@ import hashlib
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from jwt.algorithms import RSAAlgorithm
@@ -23,7 +23,9 @@ from bearerguard.errors import InvalidToken
 from bearerguard.testing import TestIssuer, generate_key
 from bearerguard.tokens import AccessToken
 from bearerguard.validator import TokenValidator
-from conftest import ManualClock
+
+if TYPE_CHECKING:  # the clock fixture's type, from tests/conftest.py
+    from conftest import ManualClock
 
 pytestmark = pytest.mark.anyio
 
