@@ -1,7 +1,13 @@
 """bearerguard: OAuth 2.0 bearer access tokens for Starlette and FastAPI."""
 
 from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
-from bearerguard.dependencies import current_token, optional_token, require_scopes, requires_scopes
+from bearerguard.dependencies import (
+    current_token,
+    optional_token,
+    require_scopes,
+    requires_scopes,
+    token_of,
+)
 from bearerguard.errors import (
     AuthError,
     InsufficientScope,
@@ -12,6 +18,7 @@ from bearerguard.errors import (
     Unavailable,
 )
 from bearerguard.middleware import BearerAuthMiddleware
+from bearerguard.observability import LoggingObserver, Observer
 from bearerguard.ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
 from bearerguard.tokens import AccessToken, TokenUser
 from bearerguard.validator import TokenValidator
@@ -26,7 +33,9 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "Issuer",
+    "LoggingObserver",
     "MissingToken",
+    "Observer",
     "RateLimitDecision",
     "RateLimited",
     "RateLimiter",
@@ -39,4 +48,5 @@ __all__ = [
     "rate_limited",
     "require_scopes",
     "requires_scopes",
+    "token_of",
 ]
