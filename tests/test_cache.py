@@ -394,3 +394,11 @@ def test_cached_tokens_share_equal_scope_sets() -> None:
     cache = ValidationCache(10)
     first = cache.shared_scopes(frozenset({"read", "write"}))
     assert cache.shared_scopes(frozenset({"write", "read"})) is first
+
+
+async def test_only_string_audiences_reach_the_access_token(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    token = test_issuer.mint(audience=[test_issuer.audience, 42, {"x": 1}])
+    access = await make_validator(config(test_issuer)).validate(token)
+    assert access.audience == (test_issuer.audience,)

@@ -300,7 +300,7 @@ class TokenValidator:
         self, state: IssuerState, claims: dict[str, Any], digest: str, key: VerificationKey | None
     ) -> AccessToken:
         aud = claims.get("aud")
-        audience = (aud,) if isinstance(aud, str) else tuple(aud or ())
+        audience = (aud,) if type(aud) is str else tuple(a for a in aud or () if type(a) is str)
         exp = claims.get("exp")
         return AccessToken(
             issuer=state.config.issuer,
