@@ -239,7 +239,8 @@ def test_opentelemetry_observer_records_validations_and_reads_jwks_lazily(
     assert age.attributes == {"issuer": test_issuer.issuer}
     assert 0 <= age.value < 60
     [fetches] = points["bearerguard.jwks.fetches"]
-    assert fetches.value == 1
+    # the prefetch, and one recheck the forged signature may cause (once per cooldown)
+    assert fetches.value == 2
     lookups = {p.attributes["result"]: p.value for p in points["bearerguard.cache.lookups"]}
     assert lookups == {"hit": 0, "negative_hit": 0, "miss": 2}
     provider.shutdown()

@@ -605,3 +605,41 @@ async def test_http_client_keyword_routes_fetches_through_the_given_client(
             assert ok.status_code == 200
         assert "/jwks" in seen
         assert not http_client.is_closed
+
+
+async def test_key_replaced_under_the_same_kid_is_not_a_401(
+    client: httpx.AsyncClient, test_issuer: TestIssuer
+) -> None:
+    from jwt.algorithms import RSAAlgorithm
+
+    from bearerguard.testing import generate_key
+
+    assert (
+        await client.get(
+            "/items", headers=test_issuer.auth_header(scope="read:items", audience=AUD)
+        )
+    ).status_code == 200
+    replacement = generate_key("RS256")
+    jwk = RSAAlgorithm.to_jwk(replacement.public_key(), as_dict=True)
+    test_issuer.serve_jwks({"keys": [{**jwk, "kid": test_issuer.signing_kid, "alg": "RS256"}]})
+    token = test_issuer.mint(
+        scope="read:items", audience=AUD, key=replacement, kid=test_issuer.signing_kid
+    )
+    assert (await client.get("/items", headers=bearer(token))).status_code == 200
+
+
+async def test_opaque_token_is_introspected_with_the_middleware_keywords(
+    app_factory: Callable[..., FastAPI], test_issuer: TestIssuer
+) -> None:
+    client_id, client_secret = test_issuer.introspection_client
+    app = app_factory(
+        client_id=client_id,
+        client_secret=client_secret,
+        introspection_auth="client_secret_post",
+        introspection_cache_ttl=0,
+    )
+    opaque = test_issuer.mint_opaque(scope="read:items", audience=AUD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/items", headers=bearer(opaque))).status_code == 200
+        test_issuer.revoke(opaque)
+        assert (await c.get("/items", headers=bearer(opaque))).status_code == 401

@@ -11,6 +11,7 @@ import httpx
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bearerguard.cache import DEFAULT_CACHE_SIZE
 from bearerguard.challenge import Answer, answer_for
 from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard.credentials import find_in_form, find_in_header, find_in_query
@@ -65,7 +66,15 @@ class BearerAuthMiddleware:
         introspection_endpoint: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
+        introspection_auth: Literal[
+            "client_secret_basic", "client_secret_post"
+        ] = "client_secret_basic",
         opaque: Literal["introspect", "reject"] = "introspect",
+        introspect_all: bool = False,
+        jwt_cache_ttl: float = 300.0,
+        introspection_cache_ttl: float = 60.0,
+        negative_cache_ttl: float = 10.0,
+        cache_url: str | None = None,
         fetch: FetchPolicy | None = None,
         issuers: Sequence[Issuer] | None = None,
         exclude_paths: Sequence[str] = (),
@@ -74,6 +83,7 @@ class BearerAuthMiddleware:
         token_in_query: bool = False,
         token_in_form: bool = False,
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         rate_limit: str | Callable[[AccessToken], str | None] | None = None,
         rate_limit_key: RateLimitKey = "token",
         rate_limit_storage: str = "memory://",
@@ -107,13 +117,22 @@ class BearerAuthMiddleware:
                         introspection_endpoint=introspection_endpoint,
                         client_id=client_id,
                         client_secret=client_secret,
+                        introspection_auth=introspection_auth,
                         opaque=opaque,
+                        introspect_all=introspect_all,
+                        jwt_cache_ttl=jwt_cache_ttl,
+                        introspection_cache_ttl=introspection_cache_ttl,
+                        negative_cache_ttl=negative_cache_ttl,
+                        cache_url=cache_url,
                         fetch=fetch or FetchPolicy(),
                     )
                 ]
             # A client handed in (e.g. TestIssuer.transport()) is the caller's to close.
             validator = TokenValidator(
-                issuers, client=http_client, max_token_length=max_token_length
+                issuers,
+                client=http_client,
+                max_token_length=max_token_length,
+                cache_size=cache_size,
             )
         self.validator = validator
         if rate_limiter is None and rate_limit is not None:

@@ -175,6 +175,8 @@ class TokenValidator:
                 self._shared[url] = SharedCache(url)
             state.shared = self._shared[url]
         self._inflight: dict[bytes, asyncio.Task[AccessToken]] = {}
+        #: Decoded JWS headers by their encoded form: one key's tokens all share one.
+        self._headers: dict[str, dict[str, Any]] = {}
         self._prefetch: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -241,7 +243,7 @@ class TokenValidator:
             return await self._single_flight(
                 digest, functools.partial(self._introspect_opaque, state, token, digest)
             )
-        return await self._validate_jwt(token, digest, parse_jws(token))
+        return await self._validate_jwt(token, digest, parse_jws(token, self._headers))
 
     def _issuer_for(self, claims: dict[str, Any]) -> IssuerState:
         iss = claims.get("iss")
@@ -294,6 +296,12 @@ class TokenValidator:
         for key in candidates:
             if key.verify(jws.signing_input, jws.signature):
                 return key
+        if alg not in HMAC_ALGORITHMS:
+            # An issuer may replace a key under the same kid: one refresh, under the
+            # unknown-kid cooldown and single flight, so forgeries cost no more fetches.
+            for key in await state.jwks.recheck(kid, alg, candidates):
+                if key.verify(jws.signing_input, jws.signature):
+                    return key
         raise InvalidToken("The access token's signature is invalid", reason="bad_signature")
 
     def _access_token(
