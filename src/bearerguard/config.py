@@ -14,36 +14,17 @@ __all__ = [
     "Issuer",
 ]
 
-#: Asymmetric algorithms bearerguard knows how to verify (RFC 7518 §3, RFC 8037).
-ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
-    {
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES384",
-        "ES512",
-        "EdDSA",
-    }
-)
-#: HMAC is only accepted when a shared secret is configured on purpose (RFC 8725 §3.1).
-HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
 #: The default allowlist: every asymmetric algorithm, never ``none``, never HMAC.
 DEFAULT_ALGORITHMS: tuple[str, ...] = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
+    "RS256", "RS384", "RS512",
+    "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512",
     "EdDSA",
-)
+)  # fmt: skip
+#: Asymmetric algorithms bearerguard knows how to verify (RFC 7518 §3, RFC 8037).
+ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
+#: HMAC is only accepted when a shared secret is configured on purpose (RFC 8725 §3.1).
+HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
 
 
 @dataclass(frozen=True, slots=True)
