@@ -6,8 +6,9 @@
 ``pyjwkclient`` (FastAPI + the PyJWKClient dependency tutorials show).
 ``BENCH_ISSUER`` / ``BENCH_AUDIENCE`` / ``BENCH_JWKS_URI`` name the issuer;
 ``BENCH_CACHE`` (``on``/``off``), ``BENCH_RATE_LIMIT``, ``BENCH_RATE_LIMIT_STORAGE``
-and ``BENCH_RATE_LIMIT_STRATEGY`` configure bearerguard. Every app answers
-``GET /items`` with the same small JSON body.
+and ``BENCH_RATE_LIMIT_STRATEGY`` configure bearerguard; ``BENCH_GC_FREEZE=1`` calls
+``gc.freeze()`` after import (an experiment switch, off in the suite). Every app
+answers ``GET /items`` with the same small JSON body.
 """
 
 from __future__ import annotations
@@ -224,3 +225,11 @@ def build() -> Any:
 
 
 app = build()
+
+if os.environ.get("BENCH_GC_FREEZE") == "1":
+    # Experiment switch: move everything alive after import out of the collector's sight,
+    # as a server could do once at startup (gc.freeze).
+    import gc
+
+    gc.collect()
+    gc.freeze()
