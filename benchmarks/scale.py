@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.httpbench import run_wrk, write_scripts
-from benchmarks.services import Uvicorn
+from benchmarks.services import ROOT, Uvicorn, child_pythonpath
 from benchmarks.stats import ratios, summary
 from benchmarks.tokens import BenchIssuer
 
@@ -161,7 +162,10 @@ def rss(issuer: BenchIssuer, n: int, timeout: float = 900) -> dict[str, Any]:
         template,
         str(n),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=ROOT
+    )
     for line in done.stdout.splitlines():
         if line.startswith("BENCHJSON "):
             out: dict[str, Any] = json.loads(line[len("BENCHJSON ") :])

@@ -12,6 +12,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+#: The repository root: child processes import ``benchmarks`` from here, wherever we run.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -125,7 +132,7 @@ class Uvicorn:
         full_env = {
             **os.environ,
             **env,
-            "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": child_pythonpath(),
         }
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if not wait_for_port(self.port, timeout=30, proc=self.proc):
