@@ -312,6 +312,11 @@ _EXTRA_LABELS = {
     "ratelimit_memory_moving": "RateLimiter.hit, memory, moving window (default), 500 tokens",
     "ratelimit_memory_fixed": "RateLimiter.hit, memory, fixed window, 500 tokens",
     "ratelimit_redis_moving": "RateLimiter.hit, Redis, moving window, 500 tokens",
+    "ratelimit_memory_moving_yielding": "RateLimiter.hit, memory, moving window, yielding to the "
+    "loop after each hit (as a server does)",
+    "ratelimit_memory_fixed_yielding": "RateLimiter.hit, memory, fixed window, yielding to the "
+    "loop after each hit",
+    "loop_yield": "reference: await asyncio.sleep(0) alone",
     "introspection_cold": "bearerguard validate, distinct opaque tokens, loopback introspection",
     "introspection_hit": "bearerguard validate, opaque token, cache hit",
 }
