@@ -56,9 +56,33 @@ def load() -> list[float] | None:
         return None
 
 
+def revision() -> str | None:
+    """The commit measured, with ``+dirty`` when src/ has uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
 def describe() -> dict[str, Any]:
     """Platform, CPU model, core count, Python, and the versions of everything compared."""
     return {
+        "revision": revision(),
         "load_at_start": load(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),

@@ -115,6 +115,7 @@ def markdown(results: dict[str, Any]) -> str:
         "# bearerguard benchmarks",
         "",
         f"Machine: {label(info)}. Run: {results['started']} ({results['mode']}, "
+        f"bearerguard at {info.get('revision') or 'unknown revision'}, "
         f"{results.get('duration_s', 0):.0f} s). Medians over interleaved rounds, "
         "(min..max) across rounds;"
         " ratios are taken per round against a baseline measured in the same round. "
