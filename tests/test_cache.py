@@ -127,6 +127,26 @@ async def test_cache_size_zero_turns_the_cache_off(
     assert len(validator.cache) == 0
 
 
+async def test_every_lookup_is_counted_as_a_hit_a_negative_hit_or_a_miss(
+    test_issuer: TestIssuer, make_validator: MakeValidator, now: ManualClock
+) -> None:
+    validator = make_validator(config(test_issuer))
+    good, forged = test_issuer.mint(), test_issuer.mint_tampered()
+    for _ in range(3):
+        await validator.validate(good)
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            await validator.validate(forged)
+    cache = validator.cache
+    assert (cache.hits, cache.negative_hits, cache.misses) == (2, 1, 2)
+    lookup = cache.lookup  # a reference held elsewhere counts the same
+    now.advance(11)  # the refusal has lapsed: a miss, not a negative hit
+    assert lookup(digest(forged), validator.clock()) is None
+    assert lookup(digest(good), validator.clock()) is not None
+    cache.clear()  # counters only grow: a collector's rate never goes negative
+    assert (cache.hits, cache.negative_hits, cache.misses) == (3, 1, 3)
+
+
 # -- how long an accepted token is served ---------------------------------------------------
 
 

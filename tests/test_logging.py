@@ -198,16 +198,22 @@ class Exploding(Observer):
     def refusal(self, error: Any) -> None:
         raise RuntimeError("observer bug")
 
+    def introspection(self, issuer: str, seconds: float, error: Any) -> None:
+        raise RuntimeError("observer bug")
+
 
 def test_a_failing_observer_is_logged_and_never_fails_the_request(
     test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    opaque = test_issuer.mint_opaque(scope="read:items")
     with TestClient(make_app(test_issuer, observer=Exploding())) as c:
         assert (
             c.get("/items", headers=test_issuer.auth_header(scope="read:items")).status_code == 200
         )
         assert c.get("/items").status_code == 401
-    assert event(caplog, "bearerguard.observer.error")
+        assert c.get("/items", headers=bearer(opaque)).status_code == 200  # introspected
+    failed = {line.split("method=")[1] for line in event(caplog, "bearerguard.observer.error")}
+    assert failed == {"validation", "refusal", "introspection"}
 
 
 def test_starlette_decorator_429_is_logged_as_ratelimit_exceeded(

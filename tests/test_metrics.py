@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from bearerguard import BearerAuthMiddleware, FetchPolicy, require_scopes
+from bearerguard import BearerAuthMiddleware, FetchPolicy, Issuer, require_scopes
 from bearerguard.metrics import OpenTelemetryObserver, PrometheusObserver
 from bearerguard.observability import Observer
 from bearerguard.testing import TestIssuer
+from bearerguard.validator import TokenValidator
 
 
 def make_app(issuer: TestIssuer, observer: Observer, **middleware: Any) -> FastAPI:
@@ -268,6 +269,37 @@ def test_middleware_without_observer_instruments_nothing(test_issuer: TestIssuer
     )
     assert middleware.observer is None
     assert type(middleware.validator.cache).__name__ == "ValidationCache"
+
+
+def test_an_observer_listens_without_replacing_anything(
+    test_issuer: TestIssuer, registry: CollectorRegistry
+) -> None:
+    client_id, client_secret = test_issuer.introspection_client
+    issuer = Issuer(
+        issuer=test_issuer.issuer,
+        audience=test_issuer.audience,
+        client_id=client_id,
+        client_secret=client_secret,
+        fetch=FetchPolicy(timeout=1.0, cooldown=0.1),
+    )
+    validator = TokenValidator([issuer])
+    cache, lookup = validator.cache, validator.cache.lookup  # held before the observer comes
+    [state] = validator.issuers.values()
+    assert state.introspector is not None
+    app = make_app(test_issuer, PrometheusObserver(registry), validator=validator)
+    good = test_issuer.auth_header(scope="read:items")
+    with TestClient(app) as c:
+        for _ in range(2):
+            c.get("/items", headers=good)
+        c.get("/items", headers=bearer(test_issuer.mint_opaque(scope="read:items")))
+        lookup(b"\0" * 32, validator.clock())
+    assert validator.cache is cache
+    assert "ask" not in vars(state.introspector)
+    lookups = "bearerguard_cache_lookups_total"
+    assert value(registry, lookups, result="hit") == 1
+    assert value(registry, lookups, result="miss") == 3
+    count = "bearerguard_introspection_seconds_count"
+    assert value(registry, count, issuer=test_issuer.issuer, outcome="accepted") == 1
 
 
 def test_latency_buckets_are_cumulative_and_the_exposition_parses(

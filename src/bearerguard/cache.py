@@ -3,9 +3,10 @@
 Why it is shaped this way:
 
 * The hit path is the hot path (hundreds of thousands a second): one digest, one
-  lookup, one deadline comparison and one ``key.active`` read, allocating nothing.
-  ``cachetools.TTLCache`` costs several times that per ``get``, so entries carry
-  their own deadline in a ``cachetools.Cache`` read through a plain-dict index.
+  lookup, one deadline comparison, one ``key.active`` read and one counter
+  increment, allocating nothing. ``cachetools.TTLCache`` costs several times that
+  per ``get``, so entries carry their own deadline in a ``cachetools.Cache`` read
+  through a plain-dict index.
 * A deadline is fixed when the entry is stored: never past the token's ``exp``
   (RFC 7662 §4 asks it of introspection answers; JWTs get the same), never past
   the configured cap. Comparing it with the clock on every hit is the per-request
@@ -156,6 +157,10 @@ class ValidationCache:
     ``maxsize=0`` turns caching off (every call is a miss, nothing is stored). Eviction
     is oldest-first: a hit does not reorder anything, so it stays a single lookup; a
     token evicted while still in use costs one fresh validation.
+
+    Every :meth:`lookup` adds one to ``hits``, ``negative_hits`` (a cached refusal
+    raised) or ``misses``: plain integers that only grow (:meth:`clear` keeps them),
+    so metrics read them at collection time and the hit path pays one increment.
     """
 
     __slots__ = (
@@ -165,7 +170,10 @@ class ValidationCache:
         "_keys",
         "_refused",
         "_scopes",
+        "hits",
         "maxsize",
+        "misses",
+        "negative_hits",
     )
 
     def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE, *, refused_maxsize: int | None = None):
@@ -176,6 +184,9 @@ class ValidationCache:
         self._refused: _Indexed[Refused] = _Indexed(max(1, refused_size))
         self._scopes: dict[frozenset[str], frozenset[str]] = {}
         self._reset_accepted(max(1, maxsize))
+        self.hits = 0
+        self.negative_hits = 0
+        self.misses = 0
 
     def _reset_accepted(self, maxsize: int) -> None:
         self._accepted = _AcceptedIndex(maxsize)
@@ -198,13 +209,16 @@ class ValidationCache:
         token = self._get_accepted(digest)
         if token is not None:
             if now < self._deadlines[digest] and self._keys[digest].active:
+                self.hits += 1
                 return token
             del self._accepted[digest]
         refused = self._refused.index.get(digest)
         if refused is not None:
             if now < refused.deadline and refused.generation == refused.source.generation:
+                self.negative_hits += 1
                 raise refused.error()
             self._refused.pop(digest, None)
+        self.misses += 1
         return None
 
     def accept(self, digest: bytes, token: AccessToken, deadline: float, key: KeyLike) -> None:

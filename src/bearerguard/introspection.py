@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -33,12 +34,13 @@ import httpx
 
 from bearerguard.claims import ClaimRules, read_scopes
 from bearerguard.config import Issuer
-from bearerguard.errors import InvalidToken, Unavailable
+from bearerguard.errors import AuthError, InvalidToken, Unavailable
 from bearerguard.fetch import UpstreamError, fetch_json
 from bearerguard.metadata import MetadataResolver
+from bearerguard.observability import notify
 from bearerguard.tokens import AccessToken
 
-__all__ = ["MAX_ANSWER_BYTES", "Introspector", "cache_deadline"]
+__all__ = ["MAX_ANSWER_BYTES", "IntrospectionListener", "Introspector", "cache_deadline"]
 
 log = logging.getLogger("bearerguard.introspection")
 
@@ -48,6 +50,10 @@ MAX_ANSWER_BYTES = 64 * 1024
 DEFAULT_RETRY_AFTER = 5
 #: ``token_type`` values that name a bearer access token (RFC 6749 §7.1, case-insensitive).
 _BEARER_TYPES = frozenset({"bearer"})
+
+#: Told of each finished :meth:`Introspector.ask`: the issuer, the seconds it took and
+#: the error (``None`` when the endpoint gave a usable answer).
+IntrospectionListener = Callable[[str, float, AuthError | None], None]
 
 
 def cache_deadline(claims: Mapping[str, Any], now: float, cap: float) -> float:
@@ -66,7 +72,8 @@ class Introspector:
     """One issuer's RFC 7662 client: it asks about a token and judges the answer.
 
     ``calls`` counts introspection requests sent and ``failures`` those that got
-    no usable answer, for tests and metrics.
+    no usable answer, for tests and metrics; listeners added with
+    :meth:`add_listener` also learn how long each call took.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class Introspector:
         )
         self.calls = 0
         self.failures = 0
+        self._listeners: tuple[IntrospectionListener, ...] = ()
 
     def __repr__(self) -> str:  # never the secret
         return f"Introspector(issuer={self.config.issuer!r}, client_id={self.config.client_id!r})"
@@ -105,8 +113,33 @@ class Introspector:
             return self.config.introspection_endpoint
         return (await self._metadata.get()).introspection_endpoint
 
+    def add_listener(self, listener: IntrospectionListener) -> None:
+        """Call ``listener(issuer, seconds, error)`` after each :meth:`ask` that answers or fails.
+
+        It runs on the request path, so it must be quick; an exception it raises is
+        logged (``bearerguard.observer.error``) and never reaches the request. A
+        cancelled call is not reported.
+        """
+        self._listeners = (*self._listeners, listener)
+
     async def ask(self, token: str, endpoint: str, *, short_hash: str) -> Mapping[str, Any]:
         """POST the token to ``endpoint``; the answer as a JSON object, or ``Unavailable``."""
+        if not self._listeners:
+            return await self._post(token, endpoint, short_hash)
+        began = time.perf_counter()
+        try:
+            document = await self._post(token, endpoint, short_hash)
+        except AuthError as error:
+            self._tell(time.perf_counter() - began, error)
+            raise
+        self._tell(time.perf_counter() - began, None)
+        return document
+
+    def _tell(self, seconds: float, error: AuthError | None) -> None:
+        for listener in self._listeners:
+            notify(listener, self.config.issuer, seconds, error)
+
+    async def _post(self, token: str, endpoint: str, short_hash: str) -> Mapping[str, Any]:
         config = self.config
         data = {"token": token, "token_type_hint": "access_token"}
         auth: tuple[str, str] | None = None

@@ -26,21 +26,23 @@ secret or signature is ever logged. The events:
 Metrics go through an :class:`Observer` given to the middleware
 (``BearerAuthMiddleware(..., observer=PrometheusObserver())``, see
 :mod:`bearerguard.metrics`). With no observer the middleware does no extra work;
-with one, request-path events are pushed to it and everything that already has a
-counter (JWKS age and fetches, introspection calls, rate-limit storage errors) is
-read only when metrics are collected, through :meth:`Observer.snapshot`.
+with one, request-path events are pushed to it (introspection calls through
+:meth:`Introspector.add_listener <bearerguard.introspection.Introspector.add_listener>`)
+and everything that already has a counter (validation cache lookups, JWKS age and
+fetches, introspection calls, rate-limit storage errors) is read only when metrics
+are collected, through :meth:`Observer.cache_counts` and :meth:`Observer.snapshot`.
+Nothing of the validator is replaced or wrapped.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bearerguard.errors import AuthError, InvalidToken, RateLimited, Unavailable
+from bearerguard.errors import AuthError, RateLimited, Unavailable
 from bearerguard.tokens import AccessToken
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
     from bearerguard.validator import TokenValidator
 
 __all__ = [
-    "CacheCounts",
     "IssuerStats",
     "LoggingObserver",
     "Observer",
@@ -99,39 +100,6 @@ class Snapshot:
     ratelimit_storage_errors: int
 
 
-class CacheCounts:
-    """Wraps a validator's cache to count lookups: ``hits``, ``negative_hits`` and ``misses``.
-
-    Only installed when an observer is attached, so a server without metrics pays nothing.
-    """
-
-    __slots__ = ("_inner", "hits", "misses", "negative_hits")
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.hits = 0
-        self.negative_hits = 0
-        self.misses = 0
-
-    def lookup(self, digest: bytes, now: float) -> AccessToken | None:
-        try:
-            found: AccessToken | None = self._inner.lookup(digest, now)
-        except InvalidToken:
-            self.negative_hits += 1
-            raise
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 class Observer:
     """Receives bearerguard's decisions; subclass it and override what you need.
 
@@ -143,26 +111,20 @@ class Observer:
 
     def __init__(self) -> None:
         self._sources: weakref.WeakSet[BearerAuthMiddleware] = weakref.WeakSet()
-        self._caches: weakref.WeakKeyDictionary[TokenValidator, CacheCounts] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: Validators whose cache counters are summed (one entry however many middlewares).
+        self._validators: weakref.WeakSet[TokenValidator] = weakref.WeakSet()
 
     # -- called by the middleware ------------------------------------------------------
 
     def attach(self, middleware: BearerAuthMiddleware) -> None:
-        """Called once by each middleware given this observer; instruments what it owns."""
+        """Called once by each middleware given this observer; listens to what it owns."""
         self._sources.add(middleware)
         validator = middleware.validator
-        if validator not in self._caches:
-            counts = CacheCounts(validator.cache)
-            validator.cache = counts  # type: ignore[assignment]  # same interface, counted
-            self._caches[validator] = counts
+        if validator not in self._validators:
+            self._validators.add(validator)
             for state in validator.issuers.values():
-                introspector = state.introspector
-                if introspector is not None:
-                    introspector.ask = self._timed(  # type: ignore[method-assign,assignment]
-                        introspector.ask, state.config.issuer
-                    )
+                if state.introspector is not None:
+                    state.introspector.add_listener(self.introspection)
 
     def validation(
         self, token: AccessToken | None, error: AuthError | None, seconds: float
@@ -178,12 +140,16 @@ class Observer:
     # -- read at collection time -----------------------------------------------------
 
     def cache_counts(self) -> tuple[int, int, int]:
-        """Validation cache lookups so far: hits, negative hits (cached refusals), misses."""
+        """Validation cache lookups since each validator was made: hits, negative hits, misses.
+
+        A negative hit is a cached refusal; the counters are the cache's own.
+        """
         hits = negative = misses = 0
-        for counts in list(self._caches.values()):
-            hits += counts.hits
-            negative += counts.negative_hits
-            misses += counts.misses
+        for validator in list(self._validators):
+            cache = validator.cache
+            hits += cache.hits
+            negative += cache.negative_hits
+            misses += cache.misses
         return hits, negative, misses
 
     def snapshot(self) -> Snapshot:
@@ -203,29 +169,9 @@ class Observer:
         merged = tuple(_merge(rows) for rows in issuers.values())
         return Snapshot(merged, entries, storage_errors)
 
-    # -- helpers -----------------------------------------------------------------------
-
-    def _timed(
-        self, ask: Callable[..., Awaitable[Mapping[str, Any]]], issuer: str
-    ) -> Callable[..., Awaitable[Mapping[str, Any]]]:
-        observe = self.introspection
-
-        async def timed_ask(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
-            began = time.perf_counter()
-            error: AuthError | None = None
-            try:
-                return await ask(*args, **kwargs)
-            except AuthError as exc:
-                error = exc
-                raise
-            finally:
-                notify(observe, issuer, time.perf_counter() - began, error)
-
-        return timed_ask
-
 
 def notify(method: Callable[..., None], *args: Any) -> None:
-    """Call an observer method; its failure is logged, never the request's problem."""
+    """Call an observer method or listener; its failure is logged, never the request's problem."""
     try:
         method(*args)
     except Exception:
