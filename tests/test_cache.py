@@ -416,9 +416,11 @@ def test_cached_tokens_share_equal_scope_sets() -> None:
     assert cache.shared_scopes(frozenset({"write", "read"})) is first
 
 
-async def test_only_string_audiences_reach_the_access_token(
+async def test_aud_with_non_string_members_is_refused_not_filtered(
     test_issuer: TestIssuer, make_validator: MakeValidator
 ) -> None:
+    # RFC 7519 §4.1.3: every member is a StringOrURI; a mixed list is malformed.
     token = test_issuer.mint(audience=[test_issuer.audience, 42, {"x": 1}])
-    access = await make_validator(config(test_issuer)).validate(token)
-    assert access.audience == (test_issuer.audience,)
+    with pytest.raises(InvalidToken) as info:
+        await make_validator(config(test_issuer)).validate(token)
+    assert info.value.reason == "bad_aud"

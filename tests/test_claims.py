@@ -230,3 +230,29 @@ def test_scope_claim_names_configurable() -> None:
 def test_malformed_scope_claim_rejected() -> None:
     with pytest.raises(InvalidToken):
         read_scopes({"scope": 5}, ("scope",))
+
+
+@pytest.mark.parametrize("separator", ["\u2003", "\u00a0", "\x1c", "\t", "\n"])
+def test_scope_split_only_on_space(separator: str) -> None:
+    # One scope the issuer granted must not become two (RFC 6749 §3.3).
+    with pytest.raises(InvalidToken):
+        read_scopes({"scope": f"files:read{separator}admin"}, ("scope",))
+
+
+def test_scp_list_items_are_not_split() -> None:
+    with pytest.raises(InvalidToken):
+        read_scopes({"scp": ["read admin"]}, ("scp",))
+
+
+def test_scope_outside_scope_token_grammar_rejected() -> None:
+    with pytest.raises(InvalidToken):
+        read_scopes({"scope": 'read "admin"'}, ("scope",))
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+def test_huge_integer_date_is_malformed_not_internal(name: str) -> None:
+    assert reason(rules().check_claims, claims(**{name: 10**400}), NOW).startswith("bad_")
+
+
+def test_aud_array_with_a_non_string_member_rejected() -> None:
+    assert reason(rules().check_claims, claims(aud=[{"x": 1}, AUD]), NOW) == "bad_aud"

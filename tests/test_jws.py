@@ -113,3 +113,24 @@ def test_header_cache_never_keeps_a_malformed_header() -> None:
     with pytest.raises(InvalidToken):
         parse_jws(token('{"alg":"RS256","alg":"none"}', "{}"), cache)
     assert cache == {}
+
+
+def test_non_canonical_base64url_segment_is_refused() -> None:
+    # "QQ" is the canonical spelling of b"A"; "QR".."QZ" decode to it too (RFC 4648 §3.5).
+    good = token('{"alg":"RS256"}', "{}", b"A")
+    assert parse_jws(good).signature == b"A"
+    for last in "RSTUVWXYZ":
+        with pytest.raises(InvalidToken):
+            parse_jws(good[:-1] + last)
+
+
+def test_lone_surrogate_in_claims_is_malformed() -> None:
+    with pytest.raises(InvalidToken):
+        parse_jws(token('{"alg":"RS256"}', '{"sub":"\\ud800"}'))
+
+
+def test_escaped_surrogate_pair_is_accepted() -> None:
+    assert (
+        parse_jws(token('{"alg":"RS256"}', '{"sub":"\\ud83d\\ude00"}')).claims["sub"]
+        == "\U0001f600"
+    )

@@ -6,6 +6,7 @@ request path only compares values it already holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -22,23 +23,44 @@ _LENIENT_TYP = _AT_JWT | {"jwt", "application/jwt"}
 _RFC9068_REQUIRED = ("sub", "client_id", "iat", "jti")
 
 
+#: RFC 7493 §2.2: an I-JSON number fits an IEEE 754 double exactly.
+_MAX_SAFE_INT = 2**53
+
+
 def _is_number(value: Any) -> TypeGuard[int | float]:
     # bool is an int in Python but never a NumericDate (RFC 7519 §2); the JSON
-    # parser already refuses NaN and Infinity.
-    return (type(value) is int) or (type(value) is float)
+    # parser already refuses NaN and Infinity; an integer beyond 2**53 would
+    # overflow float arithmetic, so it is no date either.
+    if type(value) is int:
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    return type(value) is float
+
+
+#: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def read_scopes(claims: Mapping[str, Any], names: tuple[str, ...]) -> frozenset[str]:
-    """Scopes from the first present claim: a space-delimited string or a list of strings."""
+    """Scopes from the first present claim: a string delimited by SP only, or a list.
+
+    Only SP separates scopes (RFC 6749 §3.3): splitting on any whitespace would
+    turn one scope the issuer granted (``"files:read\u2003admin"``) into two, one of
+    them never granted. A list item is one scope, never split. Anything outside
+    the scope-token grammar is refused.
+    """
     for name in names:
         value = claims.get(name)
         if value is None:
             continue
-        if isinstance(value, str):
-            return frozenset(value.split())
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return frozenset(s for v in value for s in v.split())
-        raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
+        if type(value) is str:
+            scopes = [s for s in value.split(" ") if s]
+        elif type(value) is list and all(type(v) is str for v in value):
+            scopes = value
+        else:
+            scopes = None
+        if scopes is None or not all(_SCOPE_TOKEN.fullmatch(s) for s in scopes):
+            raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
+        return frozenset(scopes)
     return frozenset()
 
 
@@ -123,8 +145,10 @@ class ClaimRules:
         elif type(aud) is str:
             if aud not in self.audiences:
                 raise InvalidToken("The access token is not for this audience", reason="bad_aud")
-        elif type(aud) is list and aud:
-            if not any(type(a) is str and a in self.audiences for a in aud):
+        elif type(aud) is list and aud and all(type(a) is str for a in aud):
+            # RFC 7519 §4.1.3: each member is a StringOrURI; a list with anything
+            # else is malformed, not a list to pick a match from.
+            if not any(a in self.audiences for a in aud):
                 raise InvalidToken("The access token is not for this audience", reason="bad_aud")
         else:
             raise InvalidToken("The access token is not for this audience", reason="bad_aud")

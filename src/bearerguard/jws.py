@@ -61,7 +61,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # RFC 7515 §5.2 and RFC 8725 §3.? : a JSON object with duplicate member names
+    # RFC 7515 §5.2 and RFC 8725 §3.2: a JSON object with duplicate member names
     # could be read differently by two parsers, so it is refused.
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -83,18 +83,42 @@ _decoder = json.JSONDecoder(
 )
 
 
+#: The last character of a canonical segment whose length is 2 or 3 mod 4: its
+#: unused low bits must be zero (RFC 4648 §3.5), or one value has 4 or 16 spellings.
+_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+
+
 def _b64decode(segment: str) -> bytes:
-    """Strict base64url: unpadded, alphabet checked by binascii's strict mode."""
-    if len(segment) % 4 == 1:
+    """Strict, canonical base64url: unpadded, alphabet checked by binascii's strict mode.
+
+    Canonical matters: the same signature spelled 16 ways would be 16 distinct
+    tokens to every cache, rate limit and replay check keyed on the token.
+    """
+    rest = len(segment) % 4
+    if rest == 1:
         raise ValueError("impossible base64url length")
+    if rest and segment[-1] not in _CANONICAL_LAST[rest]:
+        raise ValueError("non-canonical base64url")
     padded = (segment + "=" * (-len(segment) % 4)).encode("ascii").translate(_TO_STANDARD)
     return binascii.a2b_base64(padded, strict_mode=True)
 
 
+def reject_lone_surrogates(text: str, value: Any) -> None:
+    """Refuse JSON whose ``\\u`` escapes decode to a lone surrogate (RFC 8259 §8.2, RFC 7493 §2.1).
+
+    Such a string cannot be encoded as UTF-8, so it would crash the application the
+    first time it prints a claim. Only text with an escape needs the check.
+    """
+    if "\\u" in text:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
+
+
 def _json_object(segment: str) -> dict[str, Any]:
-    value = _decoder.decode(_b64decode(segment).decode("utf-8"))
+    text = _b64decode(segment).decode("utf-8")
+    value = _decoder.decode(text)
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
+    reject_lone_surrogates(text, value)
     return value
 
 
