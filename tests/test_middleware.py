@@ -643,3 +643,65 @@ async def test_opaque_token_is_introspected_with_the_middleware_keywords(
         assert (await c.get("/items", headers=bearer(opaque))).status_code == 200
         test_issuer.revoke(opaque)
         assert (await c.get("/items", headers=bearer(opaque))).status_code == 401
+
+
+async def test_route_errors_keep_their_answer_when_the_middleware_wraps_fastapi(
+    test_issuer: TestIssuer,
+) -> None:
+    inner = FastAPI()
+
+    @inner.get("/admin")
+    async def admin(token: AccessToken = Depends(require_scopes("admin"))) -> dict[str, str]:
+        return {}
+
+    app = BearerAuthMiddleware(inner, issuer=test_issuer.issuer, audience=AUD, allow_anonymous=True)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        forbidden = await c.get("/admin", headers=test_issuer.auth_header(scope="x", audience=AUD))
+        anonymous = await c.get("/admin")
+    assert forbidden.status_code == 403 and 'scope="admin"' in challenge(forbidden)
+    assert anonymous.status_code == 401 and challenge(anonymous) == 'Bearer realm="api"'
+
+
+async def test_query_token_success_is_cache_control_private(
+    app_factory: Callable[..., FastAPI], test_issuer: TestIssuer
+) -> None:
+    app = app_factory(token_in_query=True)
+    token = test_issuer.mint(scope="read:items", audience=AUD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        in_url = await c.get("/items", params={"access_token": token})
+        in_header = await c.get("/items", headers=bearer(token))
+    assert in_url.status_code == 200 and in_url.headers["cache-control"] == "private"
+    assert "cache-control" not in in_header.headers
+
+
+async def test_percent_encoded_query_name_counts_as_a_second_location(
+    app_factory: Callable[..., FastAPI], test_issuer: TestIssuer
+) -> None:
+    app = app_factory(token_in_query=True)
+    token = test_issuer.mint(scope="read:items", audience=AUD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get(f"/items?access%5Ftoken={token}", headers=bearer(token))
+    assert response.status_code == 400
+
+
+async def test_refusal_log_escapes_path_control_chars(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bearerguard")
+    await client.get("/items%0Abearerguard.validation outcome=accepted")
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+    assert any("\\n" in r.getMessage() for r in caplog.records)
+
+
+async def test_websocket_denial_tolerates_extensions_none(test_issuer: TestIssuer) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "extensions": None}
+    await _echo_app(test_issuer)(scope, receive, send)
+    assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == 1008

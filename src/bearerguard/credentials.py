@@ -60,16 +60,15 @@ def _single(pairs: list[tuple[str, str]], where: str, max_length: int) -> str | 
 
 
 def find_in_query(query_string: bytes, max_length: int) -> str | None:
-    """RFC 6750 §2.3 ``access_token`` query parameter (opt-in: URLs end up in logs)."""
-    if b"access_token" not in query_string:
-        return None
+    """RFC 6750 §2.3 ``access_token`` query parameter (opt-in: URLs end up in logs).
+
+    Always parsed (no substring shortcut): ``access%5Ftoken`` is the same name.
+    """
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     return _single(pairs, "query", max_length)
 
 
 def find_in_form(body: bytes, max_length: int) -> str | None:
-    """RFC 6750 §2.2 form-encoded body parameter (opt-in)."""
-    if b"access_token" not in body:
-        return None
+    """RFC 6750 §2.2 form-encoded body parameter (opt-in), however its name is encoded."""
     pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
     return _single(pairs, "form body", max_length)

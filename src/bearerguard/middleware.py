@@ -8,13 +8,17 @@ from time import perf_counter
 from typing import Literal
 
 import httpx
+from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bearerguard.cache import DEFAULT_CACHE_SIZE
 from bearerguard.challenge import Answer, answer_for
 from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard.credentials import find_in_form, find_in_header, find_in_query
+from bearerguard.dependencies import token_of
 from bearerguard.errors import (
     AuthError,
     InsufficientScope,
@@ -157,6 +161,10 @@ class BearerAuthMiddleware:
         self.observer = observer
         if observer is not None:
             observer.attach(self)
+        if isinstance(app, Starlette):
+            # Wrapped around the application (not added with add_middleware), a route's
+            # AuthError would meet Starlette's error handling before us and become a 500.
+            app.add_exception_handler(AuthError, self._handle_route_error)
 
     def _excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
@@ -176,8 +184,9 @@ class BearerAuthMiddleware:
         began = perf_counter() if observer is not None else 0.0
         token: str | None = None
         access: AccessToken | None = None
+        in_query = False
         try:
-            token, receive = await self._find_token(scope, receive)
+            token, receive, in_query = await self._find_token(scope, receive)
             if token is None:
                 if not self.allow_anonymous:
                     raise MissingToken()
@@ -197,18 +206,36 @@ class BearerAuthMiddleware:
                 notify(observer.validation, None, error, perf_counter() - began)
             await self._refuse(scope, receive, send, error, token=token, access=access)
             return
-        await self._call_app(scope, receive, send)
+        await self._call_app(scope, receive, send, private=in_query)
+
+    async def _handle_route_error(self, request: Request, exc: Exception) -> Response:
+        """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends."""
+        assert isinstance(exc, AuthError)
+        error = exc
+        access = token_of(request)
+        level = logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+        if log.isEnabledFor(level):
+            self._log_refusal(request.scope, error, level, None, access)
+        if self.observer is not None:
+            notify(self.observer.refusal, error)
+        answer = answer_for(error, self.realm)
+        response = Response(answer.body, status_code=answer.status)
+        response.raw_headers = list(answer.headers)
+        return response
 
     @staticmethod
     def _authenticate(scope: Scope, access: AccessToken) -> None:
         scope["auth"] = AuthCredentials(list(access.scopes))
         scope["user"] = TokenUser(access)
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_app(
+        self, scope: Scope, receive: Receive, send: Send, *, private: bool = False
+    ) -> None:
         """Run the app; an AuthError raised by a route dependency becomes its RFC 6750 answer.
 
         Rate-limit decisions left on the scope (by the middleware or a per-route
-        limit) become RateLimit headers on the response.
+        limit) become RateLimit headers on the response. ``private``: the token came
+        in the URL, so a success must not be stored by shared caches (RFC 6750 §2.3).
         """
         started = False
 
@@ -222,6 +249,9 @@ class BearerAuthMiddleware:
                         **message,
                         "headers": [*message.get("headers", ()), *decision.headers()],
                     }
+                if private and 200 <= message.get("status", 0) < 300:
+                    headers = [h for h in message.get("headers", ()) if h[0] != b"cache-control"]
+                    message = {**message, "headers": [*headers, (b"cache-control", b"private")]}
             await send(message)
 
         try:
@@ -229,21 +259,21 @@ class BearerAuthMiddleware:
         except AuthError as error:
             if started:
                 raise
-            user = scope.get("user")
-            access = user.token if isinstance(user, TokenUser) else None
-            await self._refuse(scope, receive, send, error, access=access)
+            await self._refuse(scope, receive, send, error, access=token_of(Request(scope)))
 
-    async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
+    async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive, bool]:
+        """The token, the receive to use from now on, and whether the token was in the URL."""
         limit = self.max_token_length
         token = find_in_header(scope["headers"], limit)
+        in_url = False
         if self.token_in_query:
-            in_query = find_in_query(scope.get("query_string", b""), limit)
-            if in_query is not None:
+            from_query = find_in_query(scope.get("query_string", b""), limit)
+            if from_query is not None:
                 if token is not None:
                     raise InvalidRequest(
                         "The token was sent in more than one place", reason="two_locations"
                     )
-                token = in_query
+                token, in_url = from_query, True
         if self.token_in_form and scope["type"] == "http" and _is_form(scope):
             body, receive = await _buffer_body(receive)
             in_form = find_in_form(body, limit)
@@ -253,7 +283,7 @@ class BearerAuthMiddleware:
                         "The token was sent in more than one place", reason="two_locations"
                     )
                 token = in_form
-        return token, receive
+        return token, receive, in_url
 
     async def _refuse(
         self,
@@ -297,7 +327,7 @@ class BearerAuthMiddleware:
         else:
             shown = token_hash(token)[:12]
         outcome = outcome_of(error)
-        path = scope.get("path")
+        path = _printable(scope.get("path", ""))
         if isinstance(error, RateLimited):
             log.log(
                 level,
@@ -355,6 +385,11 @@ class BearerAuthMiddleware:
             await self.rate_limiter.aclose()
 
 
+def _printable(path: str) -> str:
+    """A request path safe for a log line: control characters escaped, so no forged lines."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 def _is_form(scope: Scope) -> bool:
     if scope.get("method") in ("GET", "HEAD"):
         return False
@@ -400,7 +435,7 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, answer: An
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if "websocket.http.response" in scope.get("extensions", {}) or {}:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
         await send(
             {
                 "type": "websocket.http.response.start",
