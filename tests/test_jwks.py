@@ -173,7 +173,7 @@ async def test_second_unknown_kid_within_the_cooldown_causes_no_fetch(
     assert info.value.reason == "unknown_kid"
     assert jwks_requests(test_issuer) == 2
     clock.advance(29)
-    with pytest.raises(InvalidToken):
+    with pytest.raises(Unavailable):  # unchecked, so not known to be bad
         await cache.get_keys("nobody-2", "RS256")
     assert jwks_requests(test_issuer) == 2
     clock.advance(1)
@@ -244,7 +244,7 @@ async def test_random_kid_stream_is_bounded_and_cannot_starve_a_rotation(
     for i in range(int(duration / step)):
         elapsed = i * step
         for _ in range(10):  # ten attacker requests per step, each with a fresh kid
-            with pytest.raises(InvalidToken):
+            with pytest.raises((InvalidToken, Unavailable)):
                 await cache.get_keys(secrets.token_hex(8), "RS256")
         if genuine is None and elapsed >= rotate_at:
             test_issuer.rotate()
@@ -253,8 +253,8 @@ async def test_random_kid_stream_is_bounded_and_cannot_starve_a_rotation(
             try:
                 assert verifies(await keys_for(cache, genuine), genuine)
                 accepted_at = elapsed
-            except InvalidToken:
-                pass
+            except Unavailable as unavailable:  # never a 401 for the genuine token
+                assert unavailable.reason == "unknown_kid_cooldown"
         clock.advance(step)
     fetches = jwks_requests(test_issuer)
     delay = (accepted_at or 0) - rotate_at
@@ -265,6 +265,46 @@ async def test_random_kid_stream_is_bounded_and_cannot_starve_a_rotation(
     assert fetches <= duration / cooldown + 1, fetches  # one per cooldown at most
     assert accepted_at is not None and accepted_at - rotate_at <= cooldown
     assert clock.now - start == duration
+
+
+async def test_unknown_kid_during_cooldown_is_503_with_retry_after_not_401(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
+    await keys_for(cache, test_issuer.mint())
+    with pytest.raises(InvalidToken):  # checked by a fetch begun after it arrived
+        await cache.get_keys("attacker-1", "RS256")
+    clock.advance(10.5)
+    test_issuer.rotate()
+    with pytest.raises(Unavailable) as info:  # the attacker spent the refresh
+        await keys_for(cache, test_issuer.mint())
+    assert info.value.reason == "unknown_kid_cooldown"
+    assert info.value.status == 503
+    assert info.value.retry_after == 20  # ceil(30 - 10.5)
+    clock.advance(19)
+    with pytest.raises(Unavailable) as info:
+        await cache.get_keys("attacker-2", "RS256")
+    assert info.value.retry_after == 1  # never 0
+    assert jwks_requests(test_issuer) == 2  # the cooldown still holds fetches down
+
+
+async def test_genuine_rotation_right_after_an_attack_is_accepted_once_the_cooldown_ends(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
+    await keys_for(cache, test_issuer.mint())
+    await asyncio.gather(
+        *(cache.get_keys(secrets.token_hex(8), "RS256") for _ in range(50)),
+        return_exceptions=True,
+    )
+    assert jwks_requests(test_issuer) == 2
+    test_issuer.rotate()
+    token = test_issuer.mint()
+    with pytest.raises(Unavailable) as info:
+        await keys_for(cache, token)
+    clock.advance(info.value.retry_after)  # the client does as Retry-After says
+    assert verifies(await keys_for(cache, token), token)
+    assert jwks_requests(test_issuer) == 3
 
 
 async def test_kid_that_is_not_a_string_is_malformed_not_a_crash(
@@ -559,8 +599,10 @@ async def test_a_set_of_only_unusable_keys_keeps_the_last_known_good_keys(
     assert verifies(await keys_for(cache, token), token)
 
 
-async def test_removed_key_is_marked_inactive(make: Make, test_issuer: TestIssuer) -> None:
-    cache = make()
+async def test_removed_key_is_marked_inactive(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
     old_token = test_issuer.mint()
     (old_key,) = await keys_for(cache, old_token)
     test_issuer.rotate()
@@ -568,6 +610,7 @@ async def test_removed_key_is_marked_inactive(make: Make, test_issuer: TestIssue
     new_token = test_issuer.mint()
     (new_key,) = await keys_for(cache, new_token)
     assert old_key.active is False and new_key.active is True
+    clock.advance(30)  # past the cooldown the rotation's refresh started
     with pytest.raises(InvalidToken):
         await keys_for(cache, old_token)
 

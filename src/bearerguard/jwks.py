@@ -9,7 +9,10 @@ The rules, and why:
   made (single-flight, so a thousand such requests cost one fetch) and the request
   is judged with the refreshed keys. At most one such refresh happens per
   ``cooldown``, so a stream of random ``kid`` s cannot make us hammer the issuer,
-  and a genuine rotation is seen within one cooldown at worst.
+  and a genuine rotation is seen within one cooldown at worst. A ``kid`` that
+  only the cooldown kept us from checking is a 503 with ``Retry-After`` (the
+  seconds left), not a 401: an attacker's random ``kid`` spends the refresh, and
+  the rotation's new tokens must not be thrown away by their clients meanwhile.
 * When keys cannot be had (never fetched, too stale, or the check for a new
   ``kid`` failed) the answer is :class:`~bearerguard.errors.Unavailable` (503),
   never :class:`~bearerguard.errors.InvalidToken`: clients keep good tokens.
@@ -110,8 +113,11 @@ class JWKSCache:
     async def get_keys(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         """Keys that may verify a token with this ``kid`` and ``alg`` (see ``KeySet.candidates``).
 
-        Raises ``InvalidToken`` (reason ``unknown_kid``) when the issuer does not
-        publish ``kid``, and ``Unavailable`` when that cannot be known right now.
+        Raises ``InvalidToken`` (reason ``unknown_kid``) when a fetch begun after the
+        request arrived shows the issuer does not publish ``kid``, and ``Unavailable``
+        when that cannot be known right now: the issuer is down, or the unknown-kid
+        cooldown forbids a fetch (reason ``unknown_kid_cooldown``, ``retry_after`` the
+        seconds left in it).
         """
         if kid is not None and type(kid) is not str:
             raise InvalidToken("The access token is malformed", reason="bad_kid")
@@ -153,10 +159,17 @@ class JWKSCache:
         found = await self._refresh_until(probe, arrival, "unknown_kid", kid)
         if found is not None:
             return found
+        if self._ok_seq > arrival:
+            # Keys fetched after the request arrived lack the kid: the token is bad.
+            raise InvalidToken(
+                "The access token was signed with an unknown key", reason="unknown_kid"
+            )
         if not self._last_ok:
             # The check for a new key failed: the issuer is down, not the token bad.
             raise self._unavailable(self._clock())
-        raise InvalidToken("The access token was signed with an unknown key", reason="unknown_kid")
+        # The cooldown (spent by someone else's unknown kid) stopped the check: the kid
+        # may be a genuine rotation, so the client must come back rather than drop it.
+        raise self._cooling_down(self._clock())
 
     async def recheck(
         self, kid: str | None, alg: str, tried: tuple[VerificationKey, ...]
@@ -348,6 +361,15 @@ class JWKSCache:
             exc.description if isinstance(exc, Unavailable) else exc,
             delay,
             "none" if self._keyset is None else "last_known_good",
+        )
+
+    def _cooling_down(self, now: float) -> Unavailable:
+        forced = self._last_forced
+        left = self._policy.cooldown - (now - forced) if forced is not None else 0.0
+        return Unavailable(
+            "The issuer's signing keys are being checked for a new key; retry shortly",
+            retry_after=max(1, math.ceil(left)),
+            reason="unknown_kid_cooldown",
         )
 
     def _unavailable(self, now: float) -> Unavailable:
