@@ -256,3 +256,20 @@ def test_huge_integer_date_is_malformed_not_internal(name: str) -> None:
 
 def test_aud_array_with_a_non_string_member_rejected() -> None:
     assert reason(rules().check_claims, claims(aud=[{"x": 1}, AUD]), NOW) == "bad_aud"
+
+
+def test_scope_memo_remembers_judged_strings_and_stays_bounded() -> None:
+    r = rules()
+    first = r.scopes({"scope": "a b"})
+    assert r.scopes({"scope": "a b"}) is first == {"a", "b"}
+    for i in range(600):
+        r.scopes({"scope": f"s{i}"})
+    assert len(r.scope_memo) <= 256
+
+
+def test_scope_memo_never_remembers_a_malformed_value() -> None:
+    r = rules()
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            r.scopes({"scope": "a\tb"})
+    assert r.scope_memo == {}

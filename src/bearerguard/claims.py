@@ -75,6 +75,7 @@ class ClaimRules:
         "required",
         "required_configured",
         "scope_claims",
+        "scope_memo",
         "strict_typ",
     )
 
@@ -100,6 +101,29 @@ class ClaimRules:
         self.required = tuple(required)
         self.required_configured = tuple(config.required_claims)
         self.scope_claims = tuple(config.scope_claims)
+        #: Scope strings already judged: an issuer's tokens repeat a handful of them.
+        self.scope_memo: dict[str, frozenset[str]] = {}
+
+    def scopes(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        """:func:`read_scopes` with this issuer's claim names, remembering string values.
+
+        The memo is bounded (it starts over at 256 entries), so a stream of distinct
+        scope strings cannot grow it; a malformed value is never remembered.
+        """
+        for name in self.scope_claims:
+            value = claims.get(name)
+            if value is None:
+                continue
+            if type(value) is not str:
+                return read_scopes(claims, self.scope_claims)
+            found = self.scope_memo.get(value)
+            if found is None:
+                found = read_scopes({name: value}, (name,))
+                if len(self.scope_memo) >= 256:
+                    self.scope_memo.clear()
+                self.scope_memo[value] = found
+            return found
+        return frozenset()
 
     def check_header(self, header: Mapping[str, Any]) -> str:
         """Judge the protected header; return its ``alg``.

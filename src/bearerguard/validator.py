@@ -39,7 +39,7 @@ from bearerguard.cache import (
     SharedCache,
     ValidationCache,
 )
-from bearerguard.claims import ClaimRules, read_scopes
+from bearerguard.claims import ClaimRules
 from bearerguard.config import HMAC_ALGORITHMS, Issuer
 from bearerguard.errors import AuthError, InvalidToken, Unavailable
 from bearerguard.fetch import new_client
@@ -314,7 +314,7 @@ class TokenValidator:
             issuer=state.config.issuer,
             subject=claims.get("sub"),
             client_id=claims.get("client_id"),
-            scopes=self.cache.shared_scopes(read_scopes(claims, state.rules.scope_claims)),
+            scopes=self.cache.shared_scopes(state.rules.scopes(claims)),
             audience=audience,
             expires_at=float(exp) if exp is not None else None,
             token_hash=digest,
