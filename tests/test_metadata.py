@@ -121,6 +121,34 @@ async def test_introspection_endpoint_in_metadata_is_checked_too(
         await make(test_issuer.issuer).get()
 
 
+@pytest.mark.parametrize("member", ["jwks_uri", "introspection_endpoint"])
+async def test_https_issuer_metadata_cannot_point_to_plain_http_loopback(
+    test_issuer: TestIssuer, clock: ManualClock, member: str
+) -> None:
+    issuer = "https://idp.example.com"
+    good = {
+        "issuer": issuer,
+        "jwks_uri": f"{issuer}/jwks",
+        "introspection_endpoint": f"{issuer}/introspect",
+    }
+    async with httpx.AsyncClient(transport=test_issuer.transport()) as client:
+        test_issuer.serve_metadata(good)
+        resolver = MetadataResolver(Issuer(issuer=issuer, audience=AUD), client, clock=clock)
+        assert (await resolver.get()).jwks_uri == f"{issuer}/jwks"  # https URLs are fine
+        for local in ("http://localhost:6379/", "http://127.0.0.1:2375/x", "http://[::1]:8500/"):
+            test_issuer.serve_metadata({**good, member: local})
+            resolver = MetadataResolver(Issuer(issuer=issuer, audience=AUD), client, clock=clock)
+            with pytest.raises(Unavailable):
+                await resolver.get()
+    # A loopback http issuer (tests, the demo) may still name loopback http URLs.
+    with TestIssuer() as local_issuer:
+        async with httpx.AsyncClient() as client:
+            resolver = MetadataResolver(
+                Issuer(issuer=local_issuer.issuer, audience=AUD), client, clock=clock
+            )
+            assert (await resolver.get()).jwks_uri == local_issuer.jwks_uri
+
+
 @pytest.mark.parametrize("document", [[1, 2], "issuer", None, {"jwks_uri": 5}])
 async def test_metadata_that_is_not_a_metadata_object_is_refused(
     make: Make, test_issuer: TestIssuer, document: Any

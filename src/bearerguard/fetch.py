@@ -36,6 +36,7 @@ __all__ = [
     "UpstreamError",
     "check_url",
     "fetch_json",
+    "is_loopback_http",
     "max_age_from_headers",
     "new_client",
     "parse_json",
@@ -82,11 +83,13 @@ class FetchResult:
     status: int
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, *, plain_http_loopback: bool = True) -> None:
     """Raise ``ValueError`` unless ``url`` is https, or http to a loopback host.
 
     Keys and metadata decide what is trusted, so they must not travel in clear text
-    over a network; loopback http is allowed so tests and the demo work.
+    over a network; loopback http is allowed so tests and the demo work. With
+    ``plain_http_loopback=False`` only https passes (for URLs named by a remote
+    server's metadata, which must not send us to a local plain-http service).
     """
     if not isinstance(url, str) or not url:
         raise ValueError("URL must be a non-empty string")
@@ -106,6 +109,17 @@ def check_url(url: str) -> None:
         raise ValueError(
             "plain http is only allowed for loopback hosts (127.0.0.1, ::1, localhost)"
         )
+    if scheme == "http" and not plain_http_loopback:
+        raise ValueError("URL must be https: plain http to loopback is not allowed here")
+
+
+def is_loopback_http(url: str) -> bool:
+    """True when ``url`` is plain http to a loopback host (a local test or demo issuer)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() == "http" and _is_loopback(parts.hostname or "")
 
 
 def _is_loopback(host: str) -> bool:

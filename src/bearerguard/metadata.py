@@ -2,7 +2,8 @@
 
 The document is trusted only when its ``issuer`` equals the configured one exactly
 (RFC 8414 §3.3): otherwise a compromised or misconfigured server could point us at
-someone else's keys. A failure here is the upstream's or the configuration's
+someone else's keys. The URLs it names must be https, unless the issuer itself is
+plain http on loopback: an https issuer's metadata may not aim us at a local service. A failure here is the upstream's or the configuration's
 fault, never the token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
 """
 
@@ -22,7 +23,7 @@ import httpx
 
 from bearerguard.config import Issuer
 from bearerguard.errors import Unavailable
-from bearerguard.fetch import Backoff, UpstreamError, check_url, fetch_json
+from bearerguard.fetch import Backoff, UpstreamError, check_url, fetch_json, is_loopback_http
 
 __all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
 
@@ -216,6 +217,9 @@ class MetadataResolver:
                 found if isinstance(found, str) and len(found) <= 200 else type(found).__name__,
             )
             raise _MetadataError("metadata issuer does not equal the configured issuer")
+        # Plain-http loopback URLs only from a loopback http issuer (a local test or
+        # demo): an https issuer's metadata must not aim us at a local service.
+        local = is_loopback_http(configured)
         urls: dict[str, str | None] = {}
         for member in _URL_MEMBERS:
             value = document.get(member)
@@ -225,7 +229,7 @@ class MetadataResolver:
             if not isinstance(value, str):
                 raise _MetadataError(f"metadata {member} is not a string")
             try:
-                check_url(value)
+                check_url(value, plain_http_loopback=local)
             except ValueError as exc:
                 raise _MetadataError(f"metadata {member} refused: {exc}") from None
             urls[member] = value
