@@ -3,8 +3,9 @@
 The document is trusted only when its ``issuer`` equals the configured one exactly
 (RFC 8414 §3.3): otherwise a compromised or misconfigured server could point us at
 someone else's keys. The URLs it names must be https, unless the issuer itself is
-plain http on loopback: an https issuer's metadata may not aim us at a local service. A failure here is the upstream's or the configuration's
-fault, never the token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
+plain http on loopback: an https issuer's metadata may not aim us at a local
+service. A failure here is the upstream's or the configuration's fault, never the
+token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
 """
 
 from __future__ import annotations
