@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"scale: RSS after {rss_tokens} distinct invalid tokens (child process)"
                     )
                     results["scale"]["rss_invalid_tokens"] = scale.rss(issuer, rss_tokens)
+                    progress("scale: full-GC pauses with a cache full of accepted tokens (child)")
+                    results["scale"]["gc_full_cache"] = scale.gc_with_full_cache(issuer, token_file)
                 else:
                     results["scale"]["rss_invalid_tokens"] = (
                         "not available yet: no validation cache setting"

@@ -275,6 +275,24 @@ def _scale_lines(scale: dict[str, Any]) -> list[str]:
         )
     elif rss is not None:
         lines.append(f"- RSS: {rss}")
+    full = scale.get("gc_full_cache")
+    if isinstance(full, dict) and "checkpoints" in full:
+        cps = full["checkpoints"]
+        lines.append(
+            f"- Cache full of accepted tokens: {full['tokens']:,} distinct valid tokens through "
+            f"one validator (cache on, fresh process): {full['cache_entries_at_end']} entries "
+            f"at the end; full (gen 2) GCs: {full['gen2_collections']}, **longest pause "
+            f"{full['gen2_pause_max_ms']} ms**, total {full.get('gen2_pause_total_ms')} ms over "
+            f"{full['seconds']} s; a forced full collection takes "
+            f"**{full.get('forced_full_gc_ms_after')} ms** with the cache full "
+            f"({full.get('gc_tracked_objects_after'):,} GC-tracked objects) against "
+            f"{full.get('forced_full_gc_ms_before')} ms before the run "
+            f"({full.get('gc_tracked_objects_before', 0):,} objects); VmRSS "
+            f"{cps[0]['vmrss_mib']} -> {cps[-1]['vmrss_mib']} MiB, peak "
+            f"{full['peak_rss_mib']} MiB; outcomes {full['outcomes']}."
+        )
+    elif full is not None:
+        lines.append(f"- GC with a full cache: {full}")
     return lines
 
 

@@ -156,12 +156,26 @@ def rss(issuer: BenchIssuer, n: int, timeout: float = 900) -> dict[str, Any]:
         sys.executable,
         "-m",
         "benchmarks.rss_child",
+        "invalid",
         issuer.issuer,
         issuer.audience,
         issuer.jwks_uri,
         template,
         str(n),
     ]
+    return _child(cmd, timeout)
+
+
+def gc_with_full_cache(
+    issuer: BenchIssuer, token_file: Path, timeout: float = 600
+) -> dict[str, Any]:
+    """Full-GC pauses and RSS of a fresh process whose cache fills with accepted tokens."""
+    cmd = [sys.executable, "-m", "benchmarks.rss_child", "valid", issuer.issuer, issuer.audience,
+           issuer.jwks_uri, str(token_file)]  # fmt: skip
+    return _child(cmd, timeout)
+
+
+def _child(cmd: list[str], timeout: float) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=ROOT
@@ -170,4 +184,4 @@ def rss(issuer: BenchIssuer, n: int, timeout: float = 900) -> dict[str, Any]:
         if line.startswith("BENCHJSON "):
             out: dict[str, Any] = json.loads(line[len("BENCHJSON ") :])
             return out
-    return {"error": f"rss child failed (exit {done.returncode}): {done.stderr[-600:]}"}
+    return {"error": f"child failed (exit {done.returncode}): {done.stderr[-600:]}"}
