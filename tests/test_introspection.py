@@ -11,7 +11,9 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote_plus
 
@@ -24,7 +26,7 @@ from starlette.routing import Route
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, Issuer
 from bearerguard.errors import InvalidToken, Unavailable
-from bearerguard.testing import TestIssuer
+from bearerguard.testing import RecordedRequest, Response, TestIssuer
 from bearerguard.validator import TokenValidator
 
 pytestmark = pytest.mark.anyio
@@ -463,6 +465,81 @@ async def test_concurrent_requests_with_one_new_token_cause_one_introspection(
         test_issuer.delay(0)
     assert {r.token_hash for r in results} == {results[0].token_hash}
     assert calls(test_issuer) == 1
+
+
+@pytest.fixture
+def hanging_endpoint(test_issuer: TestIssuer) -> Iterator[threading.Event]:
+    """The introspection endpoint holds every call until the event is set (set on teardown)."""
+    release = threading.Event()
+
+    def hang(request: RecordedRequest) -> Response:
+        release.wait(30)  # bounded, should a test forget to release
+        return Response(200, {"active": False})
+
+    test_issuer.add_handler("POST", test_issuer.introspection_path, hang)
+    yield release
+    release.set()
+
+
+async def _saturate(
+    test_issuer: TestIssuer, validator: TokenValidator, junk: int, limit: int
+) -> tuple[list[asyncio.Future[Any]], list[asyncio.Future[Any]]]:
+    """Send ``junk`` distinct opaque tokens; wait until ``limit`` sit at the endpoint and the
+    rest have been answered. Returns (held, answered)."""
+    tasks = [
+        asyncio.ensure_future(validator.validate(secrets.token_urlsafe(24))) for _ in range(junk)
+    ]
+    for _ in range(1500):  # bounded wait for the calls to arrive, not a speed assertion
+        if calls(test_issuer) >= limit and sum(t.done() for t in tasks) >= junk - limit:
+            break
+        await asyncio.sleep(0.01)
+    answered = [t for t in tasks if t.done()]
+    held = [t for t in tasks if not t.done()]
+    return held, answered
+
+
+async def test_introspection_saturation_answers_503_without_queueing(
+    test_issuer: TestIssuer, make_validator: MakeValidator, hanging_endpoint: threading.Event
+) -> None:
+    # A generous timeout: the held calls must still be in flight when they are counted.
+    policy = FetchPolicy(timeout=8.0, cooldown=0.1)
+    validator = make_validator(config(test_issuer, introspection_concurrency=4, fetch=policy))
+    introspector = validator.issuers[test_issuer.issuer].introspector
+    assert introspector is not None
+    held, answered = await _saturate(test_issuer, validator, junk=20, limit=4)
+    assert len(held) == 4 and len(answered) == 16  # answered while four still hang
+    for task in answered:
+        error = task.exception()
+        assert isinstance(error, Unavailable)
+        assert error.reason == "introspection_saturated" and error.retry_after == 1
+    assert calls(test_issuer) == 4 and introspector.in_flight == 4  # nothing queued
+    hanging_endpoint.set()
+    refused = await asyncio.gather(*held, return_exceptions=True)
+    assert all(isinstance(r, InvalidToken) for r in refused)
+    assert introspector.in_flight == 0
+    test_issuer.clear_routes()
+    test_issuer.add_handler(
+        "POST", test_issuer.introspection_path, lambda r: Response(200, {"active": False})
+    )
+    assert (await refusal(validator, secrets.token_urlsafe(24))).reason == "inactive"
+
+
+async def test_jwks_fetch_succeeds_while_introspection_is_saturated(
+    test_issuer: TestIssuer, make_validator: MakeValidator, hanging_endpoint: threading.Event
+) -> None:
+    # More junk than the shared pool has connections (32): without the cap they would
+    # hold them all and the JWKS fetch below would wait for a connection until its timeout.
+    # (A cap of 4, not the default 16: the test server's listen backlog is small.)
+    validator = make_validator(
+        config(test_issuer, introspection_concurrency=4, fetch=FetchPolicy(timeout=8.0))
+    )
+    held, answered = await _saturate(test_issuer, validator, junk=40, limit=4)
+    assert len(held) == 4
+    assert all(isinstance(t.exception(), Unavailable) for t in answered)
+    access = await validator.validate(test_issuer.mint())  # cold JWKS cache: one fetch
+    assert access.kind == "jwt"
+    hanging_endpoint.set()
+    await asyncio.gather(*held, return_exceptions=True)
 
 
 async def test_a_waiter_that_gives_up_does_not_cancel_the_shared_call(

@@ -85,6 +85,12 @@ class Issuer:
     introspection_cache_ttl: float = 60.0
     #: How long a refusal (bad signature, ``active: false``) is remembered.
     negative_cache_ttl: float = 10.0
+    #: Most introspection calls in flight at once; more are answered 503 at once rather
+    #: than queued, so junk opaque tokens cannot take the whole HTTP pool (32) from JWKS.
+    introspection_concurrency: int = 16
+    #: Refuse an introspection answer without ``aud`` (401 ``bad_aud``) instead of
+    #: accepting it as RFC 7662 allows; for IdPs known to always send ``aud``.
+    introspection_requires_audience: bool = False
     #: Share introspection results across replicas in Redis (``redis://...``); optional.
     cache_url: str | None = None
     #: Skip OIDC/RFC 8414 discovery entirely (then ``jwks_uri`` must be given).

@@ -18,6 +18,10 @@ The rules, and why:
   or refusing our own credentials) is the issuer's problem, not the token's:
   :class:`~bearerguard.errors.Unavailable` (503 with ``Retry-After``), so clients
   keep their tokens. Nothing about such a failure is cached.
+* At most ``Issuer.introspection_concurrency`` calls are in flight; one more is
+  answered ``Unavailable`` (``Retry-After: 1``) at once instead of queueing, so a
+  flood of distinct junk tokens against a slow endpoint cannot take every
+  connection of the shared HTTP pool from JWKS and metadata fetches.
 """
 
 from __future__ import annotations
@@ -90,8 +94,16 @@ class Introspector:
             )
         if config.introspection_auth not in ("client_secret_basic", "client_secret_post"):
             raise ValueError(f"unsupported introspection_auth {config.introspection_auth!r}")
+        if (
+            type(config.introspection_concurrency) is not int
+            or config.introspection_concurrency < 1
+        ):
+            raise ValueError("introspection_concurrency must be a positive integer")
         self.config = config
         self._client = client
+        self._limit = config.introspection_concurrency
+        self._in_flight = 0
+        self._saturation_logged = False
         self._metadata = metadata
         self._rules = rules
         self._policy = replace(
@@ -99,6 +111,8 @@ class Introspector:
         )
         self.calls = 0
         self.failures = 0
+        #: Calls refused at once because ``introspection_concurrency`` were in flight.
+        self.saturated = 0
         self._listeners: tuple[IntrospectionListener, ...] = ()
 
     def __repr__(self) -> str:  # never the secret
@@ -122,18 +136,56 @@ class Introspector:
         """
         self._listeners = (*self._listeners, listener)
 
+    @property
+    def in_flight(self) -> int:
+        """Introspection calls now waiting for the endpoint."""
+        return self._in_flight
+
     async def ask(self, token: str, endpoint: str, *, short_hash: str) -> Mapping[str, Any]:
-        """POST the token to ``endpoint``; the answer as a JSON object, or ``Unavailable``."""
-        if not self._listeners:
-            return await self._post(token, endpoint, short_hash)
-        began = time.perf_counter()
+        """POST the token to ``endpoint``; the answer as a JSON object, or ``Unavailable``.
+
+        When ``introspection_concurrency`` calls are already in flight, raises
+        ``Unavailable`` (``retry_after=1``, reason ``introspection_saturated``) at once.
+        """
+        if self._in_flight >= self._limit:
+            error = self._saturated(short_hash)
+            if self._listeners:
+                self._tell(0.0, error)
+            raise error
+        self._in_flight += 1
         try:
-            document = await self._post(token, endpoint, short_hash)
-        except AuthError as error:
-            self._tell(time.perf_counter() - began, error)
-            raise
-        self._tell(time.perf_counter() - began, None)
-        return document
+            if not self._listeners:
+                return await self._post(token, endpoint, short_hash)
+            began = time.perf_counter()
+            try:
+                document = await self._post(token, endpoint, short_hash)
+            except AuthError as error:
+                self._tell(time.perf_counter() - began, error)
+                raise
+            self._tell(time.perf_counter() - began, None)
+            return document
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._saturation_logged = False
+
+    def _saturated(self, short_hash: str) -> Unavailable:
+        self.saturated += 1
+        # One warning per episode (a flood must not flood the log too); the rest at debug.
+        level = logging.DEBUG if self._saturation_logged else logging.WARNING
+        self._saturation_logged = True
+        log.log(
+            level,
+            "bearerguard.introspection.saturated issuer=%s token=%s in_flight=%d",
+            self.config.issuer,
+            short_hash,
+            self._in_flight,
+        )
+        return Unavailable(
+            "The authorization server cannot check the access token right now",
+            retry_after=1,
+            reason="introspection_saturated",
+        )
 
     def _tell(self, seconds: float, error: AuthError | None) -> None:
         for listener in self._listeners:
