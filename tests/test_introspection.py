@@ -428,6 +428,18 @@ async def test_answer_without_iss_aud_or_exp_is_accepted(
     assert (access.audience, access.expires_at) == ((), None)
 
 
+async def test_introspection_answer_without_aud_refused_when_required(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    strict = make_validator(config(test_issuer, introspection_requires_audience=True))
+    token = test_issuer.mint_opaque(drop=("aud",))
+    refused = await refusal(strict, token)
+    assert refused.reason == "bad_aud" and refused.status == 401
+    assert (await strict.validate(test_issuer.mint_opaque())).kind == "opaque"  # aud present
+    wrong = test_issuer.mint_opaque(audience="https://other-api.example.com")
+    assert (await refusal(strict, wrong)).reason == "bad_aud"
+
+
 async def test_answer_with_malformed_scope_is_refused(
     test_issuer: TestIssuer, make_validator: MakeValidator
 ) -> None:

@@ -12,8 +12,9 @@ The rules, and why:
   ``1`` or a missing member all mean "not active".
 * An active answer's ``exp``, ``nbf``, ``iat``, ``iss`` and ``aud`` are judged by
   the issuer's :class:`~bearerguard.claims.ClaimRules` exactly as a JWT's are,
-  when present; ``scope`` must be a string (or list) of scopes, and a
-  ``token_type`` other than ``Bearer`` (a DPoP-bound or refresh token) is refused.
+  when present (``aud`` must be, with ``Issuer.introspection_requires_audience``);
+  ``scope`` must be a string (or list) of scopes, and a ``token_type`` other
+  than ``Bearer`` (a DPoP-bound or refresh token) is refused.
 * An endpoint that cannot answer (down, timeout, 5xx, HTML, not JSON, oversized,
   or refusing our own credentials) is the issuer's problem, not the token's:
   :class:`~bearerguard.errors.Unavailable` (503 with ``Retry-After``), so clients
@@ -223,6 +224,10 @@ class Introspector:
             type(token_type) is not str or token_type.lower() not in _BEARER_TYPES
         ):
             raise InvalidToken("The token is not a bearer access token", reason="bad_token_type")
+        if self.config.introspection_requires_audience and "aud" not in document:
+            # RFC 7662 makes aud optional; this issuer is configured to always send it,
+            # so an answer without it may be about a token minted for another API.
+            raise InvalidToken("The access token is not for this audience", reason="bad_aud")
         self._rules.check_claims(document, now, introspected=True)
         read_scopes(document, self._rules.scope_claims)  # a malformed scope is a refusal
         username = document.get("username")
