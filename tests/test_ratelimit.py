@@ -8,12 +8,14 @@ Values are checked against a known budget: with ``5/minute`` the n-th hit leaves
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jwt
 import pytest
 
 from bearerguard.errors import RateLimited, Unavailable
@@ -27,6 +29,7 @@ from bearerguard.ratelimit import (
     rate_limit,
     rate_limited,
 )
+from bearerguard.testing import TestIssuer
 from bearerguard.tokens import AccessToken, TokenUser
 
 pytestmark = pytest.mark.anyio
@@ -210,6 +213,53 @@ async def test_key_token_gives_each_token_its_own_budget(limiters: list[RateLimi
     a, b = token(sub="alice"), token(sub="alice")
     assert await spend(limiter, a, 3) == [True, True, False]
     assert await spend(limiter, b, 2) == [True, True]
+
+
+def _respelled(jws: str) -> str:
+    """The same ES256 token with its signature's ``s`` replaced by ``n - s``: also valid."""
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    head, payload, signature = jws.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    s_value = n - int.from_bytes(raw[32:], "big")
+    flipped = raw[:32] + s_value.to_bytes(32, "big")
+    return f"{head}.{payload}.{base64.urlsafe_b64encode(flipped).rstrip(b'=').decode()}"
+
+
+def _access(jws: str, claims: dict[str, Any]) -> AccessToken:
+    """What validation hands the limiter for ``jws``: its claims and the hash of its text."""
+    return AccessToken(
+        issuer=claims["iss"],
+        subject=claims.get("sub"),
+        client_id=claims.get("client_id"),
+        scopes=frozenset(),
+        audience=(claims["aud"],),
+        expires_at=None,
+        token_hash=hashlib.sha256(jws.encode()).hexdigest(),
+        claims=claims,
+    )
+
+
+async def test_rate_limit_identity_survives_signature_respelling(
+    limiters: list[RateLimiter],
+) -> None:
+    with TestIssuer(["ES256"]) as issuer:
+        original = issuer.mint()
+        twin = _respelled(original)
+        public = issuer.signing_key.public_key()
+        claims = jwt.decode(original, public, algorithms=["ES256"], audience=issuer.audience)
+        assert twin != original  # a second, equally valid spelling of the same token
+        assert jwt.decode(twin, public, algorithms=["ES256"], audience=issuer.audience) == claims
+        other = issuer.mint()  # another token (another jti) from the same issuer
+        other_claims = jwt.decode(other, public, algorithms=["ES256"], audience=issuer.audience)
+    assert isinstance(claims["jti"], str)
+    limiter = make(limiters, "2/minute")
+    first, second = _access(original, claims), _access(twin, claims)
+    assert first.token_hash != second.token_hash
+    assert await spend(limiter, first, 2) == [True, True]
+    assert await spend(limiter, second, 1) == [False]  # no second budget for the twin
+    assert await spend(limiter, _access(other, other_claims), 2) == [True, True]
+    no_jti = {k: v for k, v in claims.items() if k != "jti"}  # without jti: the text's hash
+    assert await spend(limiter, _access(twin, no_jti), 2) == [True, True]
 
 
 async def test_key_sub_shares_one_budget_between_tokens_of_a_subject(

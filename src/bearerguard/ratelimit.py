@@ -1,7 +1,9 @@
 """Per-token rate limits with the ``limits`` package: in memory for one process, Redis for many.
 
 A limiter only ever sees tokens that already passed validation, so an attacker
-with forged tokens cannot spend somebody else's budget. A storage outage is a
+with forged tokens cannot spend somebody else's budget. The default ``key="token"``
+counts a token by its ``jti`` when it carries one, so a re-spelled signature (a
+second valid encoding of the same token) does not get a second budget. A storage outage is a
 documented choice (fail-open with a warning and a counter, or fail-closed with a
 503), never a 500.
 """
@@ -473,7 +475,19 @@ class RateLimiter:
             return "sub", _digest(token.issuer, token.subject)
         elif key == "client_id" and token.client_id:
             return "client_id", _digest(token.issuer, token.client_id)
-        return "token", token.token_hash
+        return _token_identity(token)
+
+
+def _token_identity(token: AccessToken) -> tuple[str, str]:
+    """The token's own budget: by ``jti`` when it has one, else by the hash of its text.
+
+    A signature can be re-spelled into a second valid token (ECDSA ``s`` -> ``n - s``)
+    with another hash; the ``jti`` (RFC 7519 §4.1.7), covered by the signature, cannot.
+    """
+    jti = token.claims.get("jti")
+    if type(jti) is str and jti:
+        return "jti", _digest(token.issuer, jti)
+    return "token", token.token_hash
 
 
 def _parse(spec: str) -> tuple[RateLimitItem, ...]:
