@@ -75,6 +75,8 @@ class BearerAuthMiddleware:
         ] = "client_secret_basic",
         opaque: Literal["introspect", "reject"] = "introspect",
         introspect_all: bool = False,
+        introspection_requires_audience: bool = False,
+        introspection_concurrency: int = 16,
         jwt_cache_ttl: float = 300.0,
         introspection_cache_ttl: float = 60.0,
         negative_cache_ttl: float = 10.0,
@@ -124,6 +126,8 @@ class BearerAuthMiddleware:
                         introspection_auth=introspection_auth,
                         opaque=opaque,
                         introspect_all=introspect_all,
+                        introspection_requires_audience=introspection_requires_audience,
+                        introspection_concurrency=introspection_concurrency,
                         jwt_cache_ttl=jwt_cache_ttl,
                         introspection_cache_ttl=introspection_cache_ttl,
                         negative_cache_ttl=negative_cache_ttl,
@@ -213,7 +217,7 @@ class BearerAuthMiddleware:
         assert isinstance(exc, AuthError)
         error = exc
         access = token_of(request)
-        level = logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+        level = _log_level(error)
         if log.isEnabledFor(level):
             self._log_refusal(request.scope, error, level, None, access)
         if self.observer is not None:
@@ -295,7 +299,7 @@ class BearerAuthMiddleware:
         token: str | None = None,
         access: AccessToken | None = None,
     ) -> None:
-        level = logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+        level = _log_level(error)
         if log.isEnabledFor(level):
             self._log_refusal(scope, error, level, token, access)
         if self.observer is not None:
@@ -383,6 +387,17 @@ class BearerAuthMiddleware:
         await self.validator.aclose()
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
+
+
+def _log_level(error: AuthError) -> int:
+    """WARNING when an upstream is failing; INFO for what a client's token caused.
+
+    A random-kid flood during the JWKS cooldown is the client's doing, so its 503s
+    stay at INFO rather than one warning line per forged request.
+    """
+    if isinstance(error, Unavailable) and error.reason != "unknown_kid_cooldown":
+        return logging.WARNING
+    return logging.INFO
 
 
 def _printable(path: str) -> str:
