@@ -683,3 +683,16 @@ async def test_aclose_cancels_a_background_refresh(
     assert cache.refreshing
     await cache.aclose()
     assert not cache.refreshing
+
+
+async def test_ready_keys_defers_to_get_keys_unless_fresh_and_known(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make()
+    token_kid = test_issuer.signing_kid
+    assert cache.ready_keys(token_kid, "RS256") is None  # nothing fetched yet
+    await cache.get_keys(token_kid, "RS256")
+    assert cache.ready_keys(token_kid, "RS256")
+    assert cache.ready_keys("unknown", "RS256") is None  # get_keys decides on refresh
+    clock.advance(cache.ttl)  # due for a refresh: get_keys starts it
+    assert cache.ready_keys(token_kid, "RS256") is None

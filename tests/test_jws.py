@@ -134,3 +134,8 @@ def test_escaped_surrogate_pair_is_accepted() -> None:
         parse_jws(token('{"alg":"RS256"}', '{"sub":"\\ud83d\\ude00"}')).claims["sub"]
         == "\U0001f600"
     )
+
+
+@pytest.mark.parametrize("raw", ["a!.b.c", "a.b.c\u00e9", "a .b.c", "a.b.c~"])
+def test_characters_outside_base64url_are_not_a_jws(raw: str) -> None:
+    assert not looks_like_jws(raw)

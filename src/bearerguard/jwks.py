@@ -110,6 +110,21 @@ class JWKSCache:
 
     # -- the request path ----------------------------------------------------------
 
+    def ready_keys(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...] | None:
+        """The request path's fast lane: the keys, when nothing needs doing first.
+
+        ``None`` when the keys are missing, due for a refresh, or the ``kid`` is
+        unknown: then :meth:`get_keys` decides. Synchronous, since awaiting a
+        coroutine that never suspends costs a cold validation about 0.3 µs.
+        """
+        keyset = self._keyset
+        if keyset is None or (kid is not None and type(kid) is not str):
+            return None
+        age = self._clock() - self._fetched_at
+        if age < 0 or age >= self._policy.refresh_ahead * self._ttl:
+            return None
+        return keyset.candidates(kid, alg)
+
     async def get_keys(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         """Keys that may verify a token with this ``kid`` and ``alg`` (see ``KeySet.candidates``).
 

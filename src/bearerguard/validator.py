@@ -287,10 +287,13 @@ class TokenValidator:
         self, state: IssuerState, jws: ParsedJWS, alg: str
     ) -> VerificationKey:
         kid: str | None = jws.header.get("kid")
+        candidates: tuple[VerificationKey, ...] | None
         if alg in HMAC_ALGORITHMS:
             candidates = state.hmac_keys.get(alg, ())
         else:
-            candidates = await state.jwks.get_keys(kid, alg)
+            candidates = state.jwks.ready_keys(kid, alg)
+            if candidates is None:
+                candidates = await state.jwks.get_keys(kid, alg)
         if not candidates:
             raise InvalidToken("No key of the issuer fits the access token", reason="no_key")
         for key in candidates:
