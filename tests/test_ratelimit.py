@@ -12,10 +12,12 @@ import base64
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
+import limits.storage
 import pytest
 
 from bearerguard.errors import RateLimited, Unavailable
@@ -427,6 +429,33 @@ def test_plain_storage_uris_map_to_the_async_schemes() -> None:
     assert async_storage_uri("redis://h:6379/0") == "async+redis://h:6379/0"
     assert async_storage_uri("REDIS+CLUSTER://a:1,b:2") == "async+redis+cluster://a:1,b:2"
     assert async_storage_uri("async+redis://h:1") == "async+redis://h:1"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_memory_storage_hits_without_awaiting_the_loop(
+    limiters: list[RateLimiter], strategy: Any
+) -> None:
+    limiter = make(limiters, "1/minute", strategy=strategy)
+    assert isinstance(limiter._shared.storage, limits.storage.MemoryStorage)
+    tok = token()
+    # One step of the coroutine runs it to the end: a hit never suspends on the event loop.
+    allowed = limiter.hit(tok)
+    with pytest.raises(StopIteration) as done:
+        allowed.send(None)
+    assert done.value.value.remaining == 0
+    refused = limiter.hit(tok)
+    with pytest.raises(RateLimited):
+        refused.send(None)
+
+
+async def test_aclose_stops_the_memory_expiry_timer(limiters: list[RateLimiter]) -> None:
+    limiter = make(limiters, "5/minute")
+    await limiter.hit(token())
+    timer = limiter._shared.storage.timer
+    assert isinstance(timer, threading.Timer)
+    await limiter.aclose()
+    timer.join(timeout=5)
+    assert not timer.is_alive()
 
 
 def test_storage_credentials_never_appear_in_repr_or_errors() -> None:

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import logging
 import math
+import threading
 import time
 import urllib.parse
 import weakref
@@ -23,16 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
-from limits import RateLimitItem, parse_many
-from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
-from limits.aio.strategies import (
-    FixedWindowRateLimiter,
-    MovingWindowRateLimiter,
-    SlidingWindowCounterRateLimiter,
-)
-from limits.aio.strategies import RateLimiter as _Strategy
+from limits import RateLimitItem, parse_many, strategies
+from limits import storage as sync_storage
+from limits.aio import storage as async_storage
+from limits.aio import strategies as async_strategies
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -67,10 +65,15 @@ DECISION_SCOPE_KEY = "bearerguard.ratelimit"
 
 _KEYS = ("token", "sub", "client_id")
 _STRATEGY_TAGS = {"moving-window": "mw", "fixed-window": "fw", "sliding-window-counter": "swc"}
-_STRATEGIES: dict[str, type[_Strategy]] = {
-    "moving-window": MovingWindowRateLimiter,
-    "fixed-window": FixedWindowRateLimiter,
-    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+_STRATEGIES: dict[str, type[async_strategies.RateLimiter]] = {
+    "moving-window": async_strategies.MovingWindowRateLimiter,
+    "fixed-window": async_strategies.FixedWindowRateLimiter,
+    "sliding-window-counter": async_strategies.SlidingWindowCounterRateLimiter,
+}
+_SYNC_STRATEGIES: dict[str, type[strategies.RateLimiter]] = {
+    "moving-window": strategies.MovingWindowRateLimiter,
+    "fixed-window": strategies.FixedWindowRateLimiter,
+    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
 }
 _PARSED_CACHE_SIZE = 256
 
@@ -187,6 +190,12 @@ def _redacted(uri: str) -> str:
 class _SharedStorage:
     """One ``limits`` storage and its health, shared by a limiter and the limiters derived from it.
 
+    ``memory://`` gets the synchronous ``limits.storage.MemoryStorage`` because the
+    async one awaits an expiry task that walks every key on each hit (68-94 µs a hit
+    once the event loop runs between hits), while the sync one is pure in-process
+    dict/deque work (a few µs, expiry on a timer thread) that cannot block on I/O;
+    networked storages (Redis) keep the async implementation.
+
     After a failure the storage is left alone for ``cooldown`` seconds, so an outage
     costs one failed round trip per cooldown instead of one per request, and the
     warning is logged once per cooldown instead of flooding the log.
@@ -200,7 +209,7 @@ class _SharedStorage:
         self.uri = async_storage_uri(uri)
         self.cooldown = cooldown
         self.down_until = 0.0
-        scheme = self.uri.partition("://")[0]
+        scheme, _, rest = self.uri.partition("://")
         opts: dict[str, Any] = {}
         if scheme.startswith("async+redis"):
             # limits' default async Redis client (coredis) must be entered as an async
@@ -211,15 +220,17 @@ class _SharedStorage:
                 "socket_connect_timeout": timeout,
             }
         opts.update(options)
+        # The reported URI stays async+memory://; only the implementation behind it is sync.
+        target = f"memory://{rest}" if scheme == "async+memory" else self.uri
         try:
-            storage = storage_from_string(self.uri, wrap_exceptions=True, **opts)
+            storage = storage_from_string(target, wrap_exceptions=True, **opts)
         except ConfigurationError as exc:
             raise ValueError(f"rate limit storage {_redacted(self.uri)!r}: {exc}") from None
-        if not isinstance(storage, Storage):
+        if not isinstance(storage, (async_storage.Storage, sync_storage.MemoryStorage)):
             raise ValueError(
                 f"rate limit storage {_redacted(self.uri)!r} has no async implementation"
             )
-        self.storage = storage
+        self.storage: async_storage.Storage | sync_storage.MemoryStorage = storage
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
@@ -234,15 +245,20 @@ class _SharedStorage:
             except Exception as exc:  # closing a dead connection must not fail shutdown
                 log.debug("bearerguard.ratelimit.close_failed error=%s", type(exc).__name__)
         timer = getattr(self.storage, "timer", None)
-        if isinstance(timer, asyncio.Task) and not timer.done():
-            timer.cancel()
+        if isinstance(timer, (threading.Timer, asyncio.Task)):  # sync memory / async memory
+            timer.cancel()  # a no-op on a finished timer or task
 
 
-def _supports(storage: Storage, strategy: str) -> bool:
+def _supports(storage: async_storage.Storage | sync_storage.Storage, strategy: str) -> bool:
     if strategy == "moving-window":
-        return isinstance(storage, MovingWindowSupport)
+        return isinstance(
+            storage, (async_storage.MovingWindowSupport, sync_storage.MovingWindowSupport)
+        )
     if strategy == "sliding-window-counter":
-        return isinstance(storage, SlidingWindowCounterSupport)
+        return isinstance(
+            storage,
+            (async_storage.SlidingWindowCounterSupport, sync_storage.SlidingWindowCounterSupport),
+        )
     return True
 
 
@@ -306,7 +322,14 @@ class RateLimiter:
             raise ValueError(
                 f"storage {_redacted(self._shared.uri)!r} does not support {strategy!r}"
             )
-        self._strategy: _Strategy = _STRATEGIES[strategy](self._shared.storage)
+        store = self._shared.storage
+        # Exactly one is set: the sync strategy for memory, the async one for networked storage.
+        self._sync: strategies.RateLimiter | None = None
+        self._async: async_strategies.RateLimiter | None = None
+        if isinstance(store, sync_storage.Storage):
+            self._sync = _SYNC_STRATEGIES[strategy](store)
+        else:
+            self._async = _STRATEGIES[strategy](store)
         #: Hits decided without the storage (it failed, or was in its outage cooldown).
         self.storage_errors = 0
         #: Hits whose limit callable (tier or key) raised or returned an invalid limit string.
@@ -321,7 +344,7 @@ class RateLimiter:
 
     @property
     def storage_uri(self) -> str:
-        """The async storage URI in use (credentials included: do not log it)."""
+        """The storage URI in ``limits``' async notation (credentials included: do not log it)."""
         return self._shared.uri
 
     def derive(
@@ -383,8 +406,11 @@ class RateLimiter:
         # replicas mid-way through a strategy change must not meet each other's keys.
         ids = (self.namespace, _STRATEGY_TAGS[self.strategy], scope, *ident)
         try:
-            async with asyncio.timeout(self.storage_timeout):
-                states, refused = await self._consult(items, ids, consume)
+            if self._sync is not None:
+                states, refused = _consult_now(self._sync, items, ids, consume)
+            else:
+                async with asyncio.timeout(self.storage_timeout):
+                    states, refused = await self._consult(items, ids, consume)
         # Any storage failure (ConnectionError, StorageError, TimeoutError, ...) is an outage.
         except Exception as exc:
             return self._without_storage(token, exc)
@@ -407,14 +433,11 @@ class RateLimiter:
         self, items: tuple[RateLimitItem, ...], ids: tuple[str, ...], consume: bool
     ) -> tuple[list[PolicyState], PolicyState | None]:
         states: list[PolicyState] = []
-        strategy = self._strategy
+        strategy = self._async
+        assert strategy is not None
         for item in items:
             allowed = await strategy.hit(item, *ids) if consume else True
-            stats = await strategy.get_window_stats(item, *ids)
-            window = item.get_expiry()
-            reset = min(window, max(0, math.ceil(stats.reset_time - time.time())))
-            remaining = max(0, min(item.amount, stats.remaining)) if allowed else 0
-            state = PolicyState(_policy_name(item), item.amount, window, remaining, reset)
+            state = _policy_state(item, allowed, await strategy.get_window_stats(item, *ids))
             states.append(state)
             if not allowed:
                 return states, state
@@ -476,6 +499,31 @@ class RateLimiter:
         elif key == "client_id" and token.client_id:
             return "client_id", _digest(token.issuer, token.client_id)
         return _token_identity(token)
+
+
+def _consult_now(
+    strategy: strategies.RateLimiter,
+    items: tuple[RateLimitItem, ...],
+    ids: tuple[str, ...],
+    consume: bool,
+) -> tuple[list[PolicyState], PolicyState | None]:
+    """The in-memory walk of ``_consult``, run inline: no await, so no task switch per hit."""
+    states: list[PolicyState] = []
+    for item in items:
+        allowed = strategy.hit(item, *ids) if consume else True
+        state = _policy_state(item, allowed, strategy.get_window_stats(item, *ids))
+        states.append(state)
+        if not allowed:
+            return states, state
+    return states, None
+
+
+def _policy_state(item: RateLimitItem, allowed: bool, stats: WindowStats) -> PolicyState:
+    """Where a key stands in one limit; ``reset`` never exceeds the window nor goes negative."""
+    window = item.get_expiry()
+    reset = min(window, max(0, math.ceil(stats.reset_time - time.time())))
+    remaining = max(0, min(item.amount, stats.remaining)) if allowed else 0
+    return PolicyState(_policy_name(item), item.amount, window, remaining, reset)
 
 
 def _token_identity(token: AccessToken) -> tuple[str, str]:
