@@ -25,13 +25,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 
 from bearerguard.config import Issuer
 from bearerguard.errors import InvalidToken, Unavailable
 from bearerguard.fetch import Backoff, UpstreamError, fetch_json
+from bearerguard.flight import SingleFlight
 from bearerguard.keys import KeySet, VerificationKey
 from bearerguard.metadata import MetadataResolver
 
@@ -73,7 +75,7 @@ class JWKSCache:
         self._fetched_at = float("-inf")
         self._ttl = self._policy.default_ttl
         self._generation = 0
-        self._task: asyncio.Task[bool] | None = None
+        self._flight: SingleFlight[bool] = SingleFlight()
         self._backoff = Backoff(self._policy.cooldown)
         self._last_forced: float | None = None
         self._last_ok = True
@@ -106,7 +108,7 @@ class JWKSCache:
     @property
     def refreshing(self) -> bool:
         """True while a fetch is in flight."""
-        return self._current_task() is not None
+        return self._flight.current() is not None
 
     # -- the request path ----------------------------------------------------------
 
@@ -155,7 +157,7 @@ class JWKSCache:
 
     async def _fresh_enough(self, now: float) -> KeySet:
         """Wait for keys when there are none (or only too stale ones): the only blocking fetch."""
-        if self._current_task() is None and not self._backoff.allows(now):
+        if self._flight.current() is None and not self._backoff.allows(now):
             raise self._unavailable(now)
         await self._join(self._start("initial" if self._keyset is None else "stale"))
         keyset = self._keyset
@@ -220,7 +222,7 @@ class JWKSCache:
         for _ in range(_MAX_WAITS):
             if self._ok_seq > arrival:
                 return None  # keys fetched after the request arrived: nothing more to learn
-            if self._current_task() is None:
+            if self._flight.current() is None:
                 now = self._clock()
                 if (
                     self._last_forced is not None
@@ -257,42 +259,23 @@ class JWKSCache:
 
     async def aclose(self) -> None:
         """Cancel a fetch in flight and the metadata's (at shutdown)."""
-        task = self._current_task()  # a task of an event loop that is gone is just dropped
-        self._task = None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})  # let it finish unwinding; its cancellation is ours
+        await self._flight.aclose()
         await self._metadata.aclose()
 
     # -- the single flight -------------------------------------------------------
 
-    def _current_task(self) -> asyncio.Task[bool] | None:
-        task = self._task
-        if task is None:
-            return None
-        if task.done() or task.get_loop() is not asyncio.get_running_loop():
-            # Done, or left behind by an event loop that is gone (a test client's, say).
-            self._task = None
-            return None
-        return task
-
     def _start(self, reason: str) -> asyncio.Task[bool]:
-        task = self._current_task()
-        if task is None:
+        """The refresh in flight, or a new one numbered after those started before it."""
+
+        def launch() -> Coroutine[Any, Any, bool]:
             self._started += 1
-            task = asyncio.get_running_loop().create_task(
-                self._refresh(reason, self._started),
-                name=f"bearerguard-jwks-{reason}",
-            )
-            self._task = task
-        return task
+            return self._refresh(reason, self._started)
+
+        return self._flight.start(launch, name=f"bearerguard-jwks-{reason}")
 
     async def _join(self, task: asyncio.Task[bool] | None = None) -> bool:
-        task = task if task is not None else self._current_task()
-        if task is None:
-            return self._last_ok
-        # shield: a request that gives up must not cancel the fetch others wait on.
-        return await asyncio.shield(task)
+        task = task if task is not None else self._flight.current()
+        return self._last_ok if task is None else await self._flight.join(task)
 
     async def _refresh(self, reason: str, seq: int) -> bool:
         """One fetch of the JWKS; records the outcome and never raises."""
@@ -321,9 +304,6 @@ class JWKSCache:
             log.exception("bearerguard.jwks.internal_error issuer=%s", self._issuer.issuer)
             self._failed(reason, exc)
             return False
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
         self._install(keyset, result.max_age, seq)
         return True
 

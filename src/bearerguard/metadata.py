@@ -10,7 +10,6 @@ token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ import httpx
 from bearerguard.config import Issuer
 from bearerguard.errors import Unavailable
 from bearerguard.fetch import Backoff, UpstreamError, check_url, fetch_json, is_loopback_http
+from bearerguard.flight import SingleFlight
 
 __all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
 
@@ -94,7 +94,7 @@ class MetadataResolver:
             )
         self._cached: ServerMetadata | None = None
         self._fetched_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._flight: SingleFlight[None] = SingleFlight()
         self._backoff = Backoff(self._policy.cooldown)
         #: HTTP requests made and failed attempts, for tests and metrics.
         self.fetches = 0
@@ -113,32 +113,18 @@ class MetadataResolver:
         cached = self._cached
         if cached is not None and now - self._fetched_at < self._policy.max_ttl:
             return cached
-        task = self._current_task()
-        if task is None:
-            if not self._backoff.allows(now):
-                if cached is not None:
-                    return cached
-                raise self._unavailable(now)
-            task = self._task = asyncio.get_running_loop().create_task(self._refresh())
-        # shield: a caller that gives up must not cancel the fetch others are waiting on.
-        await asyncio.shield(task)
+        if self._flight.current() is None and not self._backoff.allows(now):
+            if cached is not None:
+                return cached
+            raise self._unavailable(now)
+        await self._flight.run(self._refresh)
         if self._cached is not None:
             return self._cached
         raise self._unavailable(self._clock())
 
     async def aclose(self) -> None:
         """Cancel a fetch in flight (at shutdown)."""
-        task = self._current_task()  # a task of an event loop that is gone is just dropped
-        self._task = None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})  # let it finish unwinding; its cancellation is ours
-
-    def _current_task(self) -> asyncio.Task[None] | None:
-        task = self._task
-        if task is not None and (task.done() or task.get_loop() is not asyncio.get_running_loop()):
-            self._task = task = None  # finished, or left behind by an event loop that is gone
-        return task
+        await self._flight.aclose()
 
     def _unavailable(self, now: float) -> Unavailable:
         wait = self._backoff.remaining(now)
@@ -166,9 +152,6 @@ class MetadataResolver:
                 self._issuer.issuer,
                 metadata.jwks_uri,
             )
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1

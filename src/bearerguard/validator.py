@@ -25,7 +25,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +43,7 @@ from bearerguard.claims import ClaimRules
 from bearerguard.config import HMAC_ALGORITHMS, Issuer
 from bearerguard.errors import AuthError, InvalidToken, Unavailable
 from bearerguard.fetch import new_client
+from bearerguard.flight import KeyedFlight
 from bearerguard.introspection import Introspector, cache_deadline
 from bearerguard.jwks import JWKSCache
 from bearerguard.jws import ParsedJWS, looks_like_jws, parse_jws
@@ -174,7 +175,8 @@ class TokenValidator:
             if url not in self._shared:
                 self._shared[url] = SharedCache(url)
             state.shared = self._shared[url]
-        self._inflight: dict[bytes, asyncio.Task[AccessToken]] = {}
+        #: Introspections in flight by token digest: one per token, however many requests wait.
+        self._introspecting: KeyedFlight[bytes, AccessToken] = KeyedFlight()
         #: Decoded JWS headers by their encoded form: one key's tokens all share one.
         self._headers: dict[str, dict[str, Any]] = {}
         self._prefetch: asyncio.Task[None] | None = None
@@ -196,12 +198,7 @@ class TokenValidator:
         if self._prefetch is not None:
             self._prefetch.cancel()
             self._prefetch = None
-        inflight = [t for t in self._inflight.values() if not t.done()]
-        self._inflight.clear()
-        for task in inflight:
-            task.cancel()
-        if inflight:
-            await asyncio.wait(inflight)
+        await self._introspecting.aclose()
         for state in self.issuers.values():
             await state.jwks.aclose()
         for shared in self._shared.values():
@@ -240,7 +237,7 @@ class TokenValidator:
             state = self.opaque_issuer
             if state is None:
                 raise InvalidToken("The access token is malformed", reason="malformed")
-            return await self._single_flight(
+            return await self._introspecting.run(
                 digest, functools.partial(self._introspect_opaque, state, token, digest)
             )
         return await self._validate_jwt(token, digest, parse_jws(token, self._headers))
@@ -274,7 +271,7 @@ class TokenValidator:
             raise
         deadline = min(claims["exp"] + state.rules.leeway, now + config.jwt_cache_ttl)
         if config.introspect_all:
-            return await self._single_flight(
+            return await self._introspecting.run(
                 digest,
                 functools.partial(
                     self._introspect_jwt, state, token, digest, access, deadline, key
@@ -336,28 +333,6 @@ class TokenValidator:
             self.cache.accept(digest, access, deadline, key)
 
     # -- introspection -------------------------------------------------------------
-
-    async def _single_flight(
-        self, digest: bytes, work: Callable[[], Awaitable[AccessToken]]
-    ) -> AccessToken:
-        """Run ``work`` once for all concurrent requests with the same token.
-
-        The shared task is shielded: a request that gives up does not cancel the
-        introspection others are waiting on.
-        """
-        loop = asyncio.get_running_loop()
-        task = self._inflight.get(digest)
-        if task is None or task.get_loop() is not loop:
-            task = loop.create_task(_run(work))
-            self._inflight[digest] = task
-            task.add_done_callback(functools.partial(self._landed, digest))
-        return await asyncio.shield(task)
-
-    def _landed(self, digest: bytes, task: asyncio.Task[AccessToken]) -> None:
-        if self._inflight.get(digest) is task:
-            del self._inflight[digest]
-        if not task.cancelled():
-            task.exception()  # retrieved: no "never retrieved" warning if every waiter left
 
     async def _introspect_opaque(
         self, state: IssuerState, token: str, digest: bytes
@@ -456,7 +431,3 @@ class TokenValidator:
         deadline = min(deadline, cache_deadline(document, now, config.introspection_cache_ttl))
         self._accept(digest, access, deadline, key)
         return access
-
-
-async def _run(work: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
-    return await work()
