@@ -696,3 +696,35 @@ async def test_ready_keys_defers_to_get_keys_unless_fresh_and_known(
     assert cache.ready_keys("unknown", "RS256") is None  # get_keys decides on refresh
     clock.advance(cache.ttl)  # due for a refresh: get_keys starts it
     assert cache.ready_keys(token_kid, "RS256") is None
+
+
+async def test_an_unknown_kid_confirmed_absent_stays_401_within_the_cooldown(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30)
+    await keys_for(cache, test_issuer.mint())
+    for _ in range(3):  # the first request's fetch settles it for the cooldown
+        with pytest.raises(InvalidToken):
+            await cache.get_keys("gone", "RS256")
+        clock.advance(5)
+    assert jwks_requests(test_issuer) == 2
+
+
+async def test_tokens_of_a_withdrawn_kid_are_refused_at_once_even_in_the_cooldown(
+    make: Make, test_issuer: TestIssuer, clock: ManualClock
+) -> None:
+    cache = make(cooldown=30, min_ttl=1, max_ttl=1)
+    old_kid = test_issuer.signing_kid
+    await keys_for(cache, test_issuer.mint())
+    test_issuer.rotate()
+    test_issuer.drop_old_keys()
+    clock.advance(2)
+    await cache.refresh()  # the fetch that shows old_kid withdrawn
+    with pytest.raises(InvalidToken):  # spends the unknown-kid refresh for 30 s
+        await cache.get_keys("never-seen", "RS256")
+    fetches = jwks_requests(test_issuer)
+    clock.advance(1)
+    with pytest.raises(InvalidToken) as info:  # not a 503, though the cooldown runs
+        await cache.get_keys(old_kid, "RS256")
+    assert info.value.reason == "unknown_kid"
+    assert jwks_requests(test_issuer) == fetches

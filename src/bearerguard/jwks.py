@@ -44,6 +44,8 @@ log = logging.getLogger("bearerguard.jwks")
 _ACCEPT = {"Accept": "application/jwk-set+json, application/json"}
 #: How many refreshes one unknown-kid request may wait for before it decides.
 _MAX_WAITS = 4
+#: Unknown kids remembered (with when they were first seen); past this, start over.
+_MAX_UNKNOWN_KIDS = 1024
 
 
 class _JWKSError(Exception):
@@ -84,6 +86,10 @@ class JWKSCache:
         self._ok_seq = 0
         self.fetches = 0
         self.failures = 0
+        # Kids the issuer published and then withdrew: their tokens are refused at once.
+        self._withdrawn: set[str] = set()
+        # kid -> (refreshes started, clock) when it was first seen unknown, for one cooldown.
+        self._unknown_since: dict[str, tuple[int, float]] = {}
 
     # -- what others may look at -------------------------------------------------
 
@@ -173,6 +179,13 @@ class JWKSCache:
             keyset = self._keyset
             return keyset.candidates(kid, alg) if keyset is not None else None
 
+        if kid in self._withdrawn:
+            # A fetch showed the issuer withdrew this key: no check can bring it back.
+            raise InvalidToken(
+                "The access token was signed with a withdrawn key", reason="unknown_kid"
+            )
+        if kid is not None:
+            arrival = self._first_seen_unknown(kid, arrival)
         found = await self._refresh_until(probe, arrival, "unknown_kid", kid)
         if found is not None:
             return found
@@ -187,6 +200,23 @@ class JWKSCache:
         # The cooldown (spent by someone else's unknown kid) stopped the check: the kid
         # may be a genuine rotation, so the client must come back rather than drop it.
         raise self._cooling_down(self._clock())
+
+    def _first_seen_unknown(self, kid: str, arrival: int) -> int:
+        """When this kid was first found unknown, if within one cooldown; else now.
+
+        A fetch begun after that moment which still lacks the kid settles it: the
+        next requests with that kid (a withdrawn key's tokens, say) get their 401
+        at once rather than a 503 while the cooldown runs. Remembered only for a
+        cooldown, so a kid the issuer publishes later is looked for again.
+        """
+        now = self._clock()
+        seen = self._unknown_since.get(kid)
+        if seen is not None and 0 <= now - seen[1] < self._policy.cooldown:
+            return min(arrival, seen[0])
+        if len(self._unknown_since) >= _MAX_UNKNOWN_KIDS:
+            self._unknown_since.clear()
+        self._unknown_since[kid] = (arrival, now)
+        return arrival
 
     async def recheck(
         self, kid: str | None, alg: str, tried: tuple[VerificationKey, ...]
@@ -334,8 +364,12 @@ class JWKSCache:
             new.skipped,
             ttl,
         )
+        self._withdrawn.difference_update(kids)
         if old is not None and changed:
             before = {k.kid for k in old.keys}
+            if len(self._withdrawn) >= _MAX_UNKNOWN_KIDS:
+                self._withdrawn.clear()
+            self._withdrawn.update(k for k in before - kids if k is not None)
             log.info(
                 "bearerguard.jwks.rotated issuer=%s added=%s removed=%s generation=%d",
                 self._issuer.issuer,
