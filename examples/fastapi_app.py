@@ -15,13 +15,14 @@ import os
 from fastapi import Depends, FastAPI
 
 from bearerguard import AccessToken, BearerAuthMiddleware, current_token, require_scopes
+from bearerguard.openapi import docs_paths
 
 app = FastAPI(title="Inventory API")
 app.add_middleware(
     BearerAuthMiddleware,
     issuer=os.environ.get("BEARERGUARD_ISSUER", "http://127.0.0.1:9000"),
     audience=os.environ.get("BEARERGUARD_AUDIENCE", "https://api.example.com"),
-    exclude_paths=["/health", "/docs", "/openapi.json"],
+    exclude_paths=["/health", *docs_paths(app)],  # /docs, /openapi.json, oauth2-redirect
 )
 
 
