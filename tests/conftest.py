@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from bearerguard.fetch import new_client
+from bearerguard.ratelimit import RateLimiter
 from bearerguard.testing import ManualClock, TestIssuer
+from redis_server import RedisServer, running_redis
 
 __all__ = ["ManualClock"]  # re-exported: some test modules import it from here
 
@@ -39,3 +41,19 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped afterwards."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def limiters() -> AsyncIterator[list[RateLimiter]]:
+    """Rate limiters made by a test, closed afterwards."""
+    made: list[RateLimiter] = []
+    yield made
+    for limiter in made:
+        await limiter.aclose()

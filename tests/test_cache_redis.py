@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -21,17 +21,11 @@ from bearerguard.cache import SharedCache
 from bearerguard.errors import InvalidToken
 from bearerguard.testing import TestIssuer
 from bearerguard.validator import TokenValidator
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 MakeValidator = Callable[..., TokenValidator]
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -40,11 +39,6 @@ STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
 ISS = "https://idp.example.com"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def token(
     sub: str | None = "alice",
     client_id: str | None = "app-1",
@@ -61,15 +55,6 @@ def token(
         expires_at=None,
         token_hash=hashlib.sha256(raw.encode()).hexdigest(),
     )
-
-
-@pytest.fixture
-async def limiters() -> AsyncIterator[list[RateLimiter]]:
-    """Limiters made by a test, closed afterwards."""
-    made: list[RateLimiter] = []
-    yield made
-    for limiter in made:
-        await limiter.aclose()
 
 
 def make(limiters: list[RateLimiter], limits: Any, **options: Any) -> RateLimiter:

@@ -7,7 +7,6 @@ is needed; everything else (validation, limits, answers) is the production path.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from starlette.routing import Route
 from bearerguard.config import Issuer
 from bearerguard.middleware import BearerAuthMiddleware
 from bearerguard.ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -32,25 +31,6 @@ SECRET = "an-hmac-secret-configured-on-purpose-for-these-tests-0123456789"
 ISSUER = Issuer(
     issuer=ISS, audience=AUD, algorithms=("HS256",), shared_secret=SECRET, discovery=False
 )
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-async def limiters() -> AsyncIterator[list[RateLimiter]]:
-    made: list[RateLimiter] = []
-    yield made
-    for limiter in made:
-        await limiter.aclose()
 
 
 def mint(sub: str = "alice", secret: str = SECRET, **claims: Any) -> str:

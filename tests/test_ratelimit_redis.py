@@ -12,7 +12,6 @@ import hashlib
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -20,30 +19,11 @@ import pytest
 from bearerguard.errors import RateLimited, Unavailable
 from bearerguard.ratelimit import LIMITER_SCOPE_KEY, RateLimitDecision, RateLimiter, rate_limit
 from bearerguard.tokens import AccessToken, TokenUser
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-async def limiters() -> AsyncIterator[list[RateLimiter]]:
-    made: list[RateLimiter] = []
-    yield made
-    for limiter in made:
-        await limiter.aclose()
 
 
 def make(limiters: list[RateLimiter], limits: Any, **options: Any) -> RateLimiter:
