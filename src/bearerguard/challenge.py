@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from starlette.responses import Response
+
 from bearerguard.errors import AuthError, InsufficientScope, RateLimited, Unavailable
 
 __all__ = ["Answer", "answer_for", "quote"]
@@ -27,6 +29,12 @@ class Answer:
         self.status = status
         self.headers = headers
         self.body = body
+
+    def response(self) -> Response:
+        """The same answer as a Starlette response, for code that returns one from a route."""
+        response = Response(self.body, status_code=self.status)
+        response.raw_headers = list(self.headers)
+        return response
 
 
 def answer_for(error: AuthError, realm: str | None) -> Answer:

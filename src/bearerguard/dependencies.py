@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 
 from bearerguard.challenge import answer_for
 from bearerguard.errors import AuthError, InsufficientScope, MissingToken
@@ -179,10 +178,7 @@ def requires_scopes(*scopes: str) -> Callable[[F], F]:
             try:
                 checker.check(conn)
             except AuthError as error:
-                answer = answer_for(error, realm=None)
-                response = Response(answer.body, status_code=answer.status)
-                response.raw_headers = list(answer.headers)
-                return response
+                return answer_for(error, realm=None).response()
             return await endpoint(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -215,17 +215,8 @@ class BearerAuthMiddleware:
     async def _handle_route_error(self, request: Request, exc: Exception) -> Response:
         """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends."""
         assert isinstance(exc, AuthError)
-        error = exc
-        access = token_of(request)
-        level = _log_level(error)
-        if log.isEnabledFor(level):
-            self._log_refusal(request.scope, error, level, None, access)
-        if self.observer is not None:
-            notify(self.observer.refusal, error)
-        answer = answer_for(error, self.realm)
-        response = Response(answer.body, status_code=answer.status)
-        response.raw_headers = list(answer.headers)
-        return response
+        self._report(request.scope, exc, None, token_of(request))
+        return answer_for(exc, self.realm).response()
 
     @staticmethod
     def _authenticate(scope: Scope, access: AccessToken) -> None:
@@ -299,11 +290,7 @@ class BearerAuthMiddleware:
         token: str | None = None,
         access: AccessToken | None = None,
     ) -> None:
-        level = _log_level(error)
-        if log.isEnabledFor(level):
-            self._log_refusal(scope, error, level, token, access)
-        if self.observer is not None:
-            notify(self.observer.refusal, error)
+        self._report(scope, error, token, access)
         answer = answer_for(error, self.realm)
         if scope["type"] == "websocket":
             await _deny_websocket(scope, receive, send, answer)
@@ -312,6 +299,16 @@ class BearerAuthMiddleware:
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
         )
         await send({"type": "http.response.body", "body": answer.body})
+
+    def _report(
+        self, scope: Scope, error: AuthError, token: str | None, access: AccessToken | None
+    ) -> None:
+        """Log a refusal and tell the observer: the same for every path that refuses."""
+        level = _log_level(error)
+        if log.isEnabledFor(level):
+            self._log_refusal(scope, error, level, token, access)
+        if self.observer is not None:
+            notify(self.observer.refusal, error)
 
     def _log_refusal(
         self,

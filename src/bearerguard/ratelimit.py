@@ -701,10 +701,7 @@ def _answer(scope: Scope, error: RateLimited | Unavailable) -> Response:
             error.retry_after,
             scope.get("path"),
         )
-    answer = answer_for(error, realm=None)
-    response = Response(answer.body, status_code=answer.status)
-    response.raw_headers = list(answer.headers)
-    return response
+    return answer_for(error, realm=None).response()
 
 
 def record_decision(scope: Scope, decision: RateLimitDecision) -> None:
