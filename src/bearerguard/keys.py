@@ -122,9 +122,6 @@ class KeySet:
         self._by_kid = {k: {a: tuple(v) for a, v in d.items()} for k, d in by_kid.items()}
         self._by_alg = {a: tuple(v) for a, v in by_alg.items()}
 
-    def knows_kid(self, kid: str) -> bool:
-        return kid in self._by_kid
-
     def candidates(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...] | None:
         """Keys that may verify a token with this header.
 
