@@ -212,7 +212,7 @@ def _stream_size(quick: bool) -> int:
     """Distinct tokens in the cold stream: at least 3x the cache, so rotation never hits it."""
     size = 10_000
     try:
-        from bearerguard.cache import DEFAULT_CACHE_SIZE
+        from bearerguard._cache import DEFAULT_CACHE_SIZE
 
         size = DEFAULT_CACHE_SIZE
     except ImportError:

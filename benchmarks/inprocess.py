@@ -110,9 +110,9 @@ class Context:
 
 
 def bearerguard_available() -> str | None:
-    """None when ``bearerguard.validator`` imports, else why not."""
+    """None when ``bearerguard._validator`` imports, else why not."""
     try:
-        import bearerguard.validator  # noqa: F401
+        import bearerguard._validator  # noqa: F401
     except Exception as exc:  # any import failure means "not available yet"
         return f"bearerguard.validator does not import: {type(exc).__name__}: {exc}"
     return None
@@ -120,7 +120,7 @@ def bearerguard_available() -> str | None:
 
 def cache_available() -> bool:
     """True once the validator takes a cache setting (bearerguard.cache wired into it)."""
-    if importlib.util.find_spec("bearerguard.cache") is None:
+    if importlib.util.find_spec("bearerguard._cache") is None:
         return False
     try:
         return _cache_kwargs(True) is not None
@@ -136,7 +136,7 @@ def _cache_kwargs(enabled: bool) -> dict[str, Any] | None:
     """
     import inspect
 
-    from bearerguard.validator import TokenValidator
+    from bearerguard._validator import TokenValidator
 
     params = inspect.signature(TokenValidator.__init__).parameters
     if "cache" in params:
@@ -153,8 +153,8 @@ def _cache_kwargs(enabled: bool) -> dict[str, Any] | None:
 
 async def new_validator(issuer: BenchIssuer, **kwargs: Any) -> Any:
     """A TokenValidator for the bench issuer with its keys already fetched."""
-    from bearerguard.config import Issuer
-    from bearerguard.validator import TokenValidator
+    from bearerguard._config import Issuer
+    from bearerguard._validator import TokenValidator
 
     validator = TokenValidator(
         [
@@ -212,7 +212,7 @@ def _steady_state_filler(ctx: Context, validator: Any) -> Callable[[], None] | N
     size = getattr(store, "maxsize", 0)
     if not size or not hasattr(store, "accept"):
         return None
-    from bearerguard.cache import ALWAYS_ACTIVE
+    from bearerguard._cache import ALWAYS_ACTIVE
 
     access = ctx.run(validator.validate(ctx.issuer.mint("RS256")))
     far = time.time() + 3600
@@ -496,7 +496,7 @@ def run_extras(
         else:
             notes["cache_hit"] = "not available yet: TokenValidator has no cache setting yet"
 
-        if importlib.util.find_spec("bearerguard.ratelimit") is not None:
+        if importlib.util.find_spec("bearerguard._ratelimit") is not None:
             try:
                 runners.update(_ratelimit_runners(ctx, n, redis_url, notes))
             except Exception as exc:
@@ -504,7 +504,7 @@ def run_extras(
         else:
             notes["ratelimit"] = "not available yet: bearerguard.ratelimit does not exist"
 
-        if importlib.util.find_spec("bearerguard.introspection") is not None:
+        if importlib.util.find_spec("bearerguard._introspection") is not None:
             try:
                 runners.update(_introspection_runners(ctx, n, notes))
             except Exception as exc:
@@ -546,7 +546,7 @@ def _ratelimit_runners(
     ctx: Context, n: int, redis_url: str | None, notes: dict[str, str]
 ) -> dict[str, Callable[[], float]]:
     """``RateLimiter.hit`` on validated tokens, rotating over distinct tokens (one budget each)."""
-    from bearerguard.ratelimit import RateLimiter
+    from bearerguard._ratelimit import RateLimiter
 
     access_tokens: list[Any] = []
 
@@ -614,8 +614,8 @@ def _introspection_runners(
     """
     import secrets
 
-    from bearerguard.config import Issuer
-    from bearerguard.validator import TokenValidator
+    from bearerguard._config import Issuer
+    from bearerguard._validator import TokenValidator
     from benchmarks.services import Uvicorn
 
     server = Uvicorn(

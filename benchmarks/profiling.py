@@ -73,7 +73,7 @@ def _b64(segment: str) -> bytes:
 
 def run_profile(ctx: Context, n: int) -> dict[str, Any]:
     """Step timings, cheaper alternatives, and a cProfile top list for cold RS256."""
-    from bearerguard import jws as jws_mod
+    from bearerguard import _jws as jws_mod
 
     tokens = ctx.pools["RS256"][:n]
     loop = ctx.loop
@@ -179,7 +179,7 @@ def run_profile(ctx: Context, n: int) -> dict[str, Any]:
     )
     access = validator._access_token(state, parsed[0].claims, hexdigest, key)
     try:
-        from bearerguard.cache import ValidationCache
+        from bearerguard._cache import ValidationCache
 
         store = ValidationCache()
         step(

@@ -55,9 +55,9 @@ def file_tokens(path: str) -> list[str]:
 async def main(
     issuer: str, audience: str, jwks_uri: str, tokens: Iterable[str], n: int
 ) -> dict[str, Any]:
-    from bearerguard.config import Issuer
-    from bearerguard.errors import AuthError
-    from bearerguard.validator import TokenValidator
+    from bearerguard._config import Issuer
+    from bearerguard._errors import AuthError
+    from bearerguard._validator import TokenValidator
 
     pauses: list[float] = []
     started: dict[str, float] = {}

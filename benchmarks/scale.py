@@ -22,8 +22,8 @@ from benchmarks.tokens import BenchIssuer
 
 def stampede(n: int = 1000) -> dict[str, Any]:
     """JWKS fetches caused by ``n`` concurrent requests with a new kid, then with random kids."""
-    from bearerguard.config import Issuer
-    from bearerguard.validator import TokenValidator
+    from bearerguard._config import Issuer
+    from bearerguard._validator import TokenValidator
 
     issuer = BenchIssuer(("RS256",))
     loop = asyncio.new_event_loop()

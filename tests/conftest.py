@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from bearerguard.fetch import new_client
-from bearerguard.ratelimit import RateLimiter
+from bearerguard._fetch import new_client
+from bearerguard._ratelimit import RateLimiter
 from bearerguard.testing import ManualClock, TestIssuer
 from redis_server import RedisServer, running_redis
 

@@ -18,11 +18,11 @@ import pytest
 from jwt.algorithms import RSAAlgorithm
 
 from bearerguard import FetchPolicy, Issuer
-from bearerguard.cache import ALWAYS_ACTIVE, ValidationCache
-from bearerguard.errors import InvalidToken
+from bearerguard._cache import ALWAYS_ACTIVE, ValidationCache
+from bearerguard._errors import InvalidToken
+from bearerguard._tokens import AccessToken
+from bearerguard._validator import TokenValidator
 from bearerguard.testing import TestIssuer, generate_key
-from bearerguard.tokens import AccessToken
-from bearerguard.validator import TokenValidator
 
 if TYPE_CHECKING:  # the clock fixture's type, from tests/conftest.py
     from conftest import ManualClock

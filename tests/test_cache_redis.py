@@ -17,10 +17,10 @@ import pytest
 from redis.asyncio import Redis
 
 from bearerguard import FetchPolicy, Issuer
-from bearerguard.cache import SharedCache
-from bearerguard.errors import InvalidToken
+from bearerguard._cache import SharedCache
+from bearerguard._errors import InvalidToken
+from bearerguard._validator import TokenValidator
 from bearerguard.testing import TestIssuer
-from bearerguard.validator import TokenValidator
 from redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from bearerguard.claims import ClaimRules, read_scopes
-from bearerguard.config import Issuer
-from bearerguard.errors import InvalidToken
+from bearerguard._claims import ClaimRules, read_scopes
+from bearerguard._config import Issuer
+from bearerguard._errors import InvalidToken
 
 ISS = "https://idp.example.com"
 AUD = "https://api.example.com"

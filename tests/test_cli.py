@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from bearerguard.cli import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, EXIT_VALID, inspect_main
-from bearerguard.cli import main as cli_main
+from bearerguard._cli import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, EXIT_VALID, inspect_main
+from bearerguard._cli import main as cli_main
 from bearerguard.testing import TestIssuer
 
 # Dogfood: the fixtures users get (bearer_issuer), not a private copy.
@@ -512,8 +512,8 @@ def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_the_validators_reason_is_always_among_the_failed_checks(
     bearer_issuer: TestIssuer,
 ) -> None:
-    from bearerguard.config import Issuer
-    from bearerguard.diagnose import diagnose
+    from bearerguard._config import Issuer
+    from bearerguard._diagnose import diagnose
 
     now = int(time.time())
     tokens = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bearerguard.credentials import find_in_form, find_in_header, find_in_query
-from bearerguard.errors import InvalidRequest, InvalidToken
+from bearerguard._credentials import find_in_form, find_in_header, find_in_query
+from bearerguard._errors import InvalidRequest, InvalidToken
 
 LIMIT = 8192
 

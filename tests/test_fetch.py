@@ -9,8 +9,8 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from bearerguard.config import FetchPolicy
-from bearerguard.fetch import (
+from bearerguard._config import FetchPolicy
+from bearerguard._fetch import (
     MAX_REDIRECTS,
     Backoff,
     UpstreamError,

@@ -25,9 +25,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, Issuer
-from bearerguard.errors import InvalidToken, Unavailable
+from bearerguard._errors import InvalidToken, Unavailable
+from bearerguard._validator import TokenValidator
 from bearerguard.testing import RecordedRequest, Response, TestIssuer
-from bearerguard.validator import TokenValidator
 
 pytestmark = pytest.mark.anyio
 

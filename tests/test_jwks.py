@@ -18,11 +18,11 @@ import httpx
 import pytest
 from jwt.algorithms import RSAAlgorithm
 
-from bearerguard.config import FetchPolicy, Issuer
-from bearerguard.errors import InvalidToken, Unavailable
-from bearerguard.jwks import JWKSCache
-from bearerguard.keys import VerificationKey
-from bearerguard.metadata import MetadataResolver
+from bearerguard._config import FetchPolicy, Issuer
+from bearerguard._errors import InvalidToken, Unavailable
+from bearerguard._jwks import JWKSCache
+from bearerguard._keys import VerificationKey
+from bearerguard._metadata import MetadataResolver
 from bearerguard.testing import ManualClock, TestIssuer, generate_key, tamper
 
 pytestmark = pytest.mark.anyio

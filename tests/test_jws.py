@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bearerguard.errors import InvalidToken
-from bearerguard.jws import looks_like_jws, parse_jws
+from bearerguard._errors import InvalidToken
+from bearerguard._jws import looks_like_jws, parse_jws
 
 
 def b64(data: bytes) -> str:
@@ -97,7 +97,7 @@ def test_claims_round_trip_unicode() -> None:
 
 
 def test_header_cache_decodes_each_header_once_and_stays_bounded() -> None:
-    from bearerguard.jws import HEADER_CACHE_SIZE
+    from bearerguard._jws import HEADER_CACHE_SIZE
 
     cache: dict[str, dict[str, object]] = {}
     first = parse_jws(token('{"alg":"RS256","kid":"k"}', '{"n":1}'), cache)

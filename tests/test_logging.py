@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, rate_limited, require_scopes
-from bearerguard.observability import LoggingObserver, Observer
+from bearerguard._observability import LoggingObserver, Observer
 from bearerguard.testing import TestIssuer
 
 SECRET = "rs-secret"

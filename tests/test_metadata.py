@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bearerguard.config import FetchPolicy, Issuer
-from bearerguard.errors import Unavailable
-from bearerguard.metadata import MetadataResolver, discovery_urls
+from bearerguard._config import FetchPolicy, Issuer
+from bearerguard._errors import Unavailable
+from bearerguard._metadata import MetadataResolver, discovery_urls
 from bearerguard.testing import ManualClock, TestIssuer
 
 pytestmark = pytest.mark.anyio

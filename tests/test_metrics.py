@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, Issuer, require_scopes
+from bearerguard._observability import Observer
+from bearerguard._validator import TokenValidator
 from bearerguard.metrics import OpenTelemetryObserver, PrometheusObserver
-from bearerguard.observability import Observer
 from bearerguard.testing import TestIssuer
-from bearerguard.validator import TokenValidator
 
 
 def make_app(issuer: TestIssuer, observer: Observer, **middleware: Any) -> FastAPI:
@@ -252,7 +252,7 @@ def test_opentelemetry_observer_records_validations_and_reads_jwks_lazily(
 
 def test_importing_bearerguard_loads_no_metrics_library() -> None:
     code = (
-        "import sys, bearerguard, bearerguard.middleware, bearerguard.observability\n"
+        "import sys, bearerguard, bearerguard._middleware, bearerguard._observability\n"
         "names = ('prometheus_client', 'opentelemetry', 'fastapi')\n"
         "loaded = [m for m in names if m in sys.modules]\n"
         "print(','.join(loaded))\n"

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from starlette.testclient import TestClient
 
 from bearerguard import AccessToken, BearerAuthMiddleware, current_token, require_scopes
-from bearerguard.demo import create_demo_app
+from bearerguard._demo import create_demo_app
 from bearerguard.openapi import docs_paths, install, oauth2_flows
 from bearerguard.testing import TestIssuer
 

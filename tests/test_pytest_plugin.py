@@ -10,10 +10,10 @@ import fastapi.testclient  # noqa: F401  (imported here so pytester's in-process
 import httpx
 import pytest
 
-from bearerguard.config import Issuer
-from bearerguard.errors import Unavailable
+from bearerguard._config import Issuer
+from bearerguard._errors import Unavailable
+from bearerguard._validator import TokenValidator
 from bearerguard.testing import TestIssuer
-from bearerguard.validator import TokenValidator
 
 pytest_plugins = ["pytester", "bearerguard.pytest_plugin"]
 

@@ -19,8 +19,8 @@ import jwt
 import limits.storage
 import pytest
 
-from bearerguard.errors import RateLimited, Unavailable
-from bearerguard.ratelimit import (
+from bearerguard._errors import RateLimited, Unavailable
+from bearerguard._ratelimit import (
     DECISION_SCOPE_KEY,
     LIMITER_SCOPE_KEY,
     PolicyState,
@@ -30,8 +30,8 @@ from bearerguard.ratelimit import (
     rate_limit,
     rate_limited,
 )
+from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard.testing import TestIssuer
-from bearerguard.tokens import AccessToken, TokenUser
 
 pytestmark = pytest.mark.anyio
 

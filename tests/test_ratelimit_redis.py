@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from bearerguard.errors import RateLimited, Unavailable
-from bearerguard.ratelimit import LIMITER_SCOPE_KEY, RateLimitDecision, RateLimiter, rate_limit
-from bearerguard.tokens import AccessToken, TokenUser
+from bearerguard._errors import RateLimited, Unavailable
+from bearerguard._ratelimit import LIMITER_SCOPE_KEY, RateLimitDecision, RateLimiter, rate_limit
+from bearerguard._tokens import AccessToken, TokenUser
 from redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]

@@ -1,14 +1,14 @@
 """bearerguard: OAuth 2.0 bearer access tokens for Starlette and FastAPI."""
 
-from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
-from bearerguard.dependencies import (
+from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
+from bearerguard._dependencies import (
     current_token,
     optional_token,
     require_scopes,
     requires_scopes,
     token_of,
 )
-from bearerguard.errors import (
+from bearerguard._errors import (
     AuthError,
     InsufficientScope,
     InvalidRequest,
@@ -17,11 +17,11 @@ from bearerguard.errors import (
     RateLimited,
     Unavailable,
 )
-from bearerguard.middleware import BearerAuthMiddleware
-from bearerguard.observability import LoggingObserver, Observer
-from bearerguard.ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
-from bearerguard.tokens import AccessToken, TokenUser
-from bearerguard.validator import TokenValidator
+from bearerguard._middleware import BearerAuthMiddleware
+from bearerguard._observability import LoggingObserver, Observer
+from bearerguard._ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
+from bearerguard._tokens import AccessToken, TokenUser
+from bearerguard._validator import TokenValidator
 
 __all__ = [
     "DEFAULT_ALGORITHMS",

@@ -2,6 +2,6 @@
 
 import sys
 
-from bearerguard.cli import main
+from bearerguard._cli import main
 
 sys.exit(main())

@@ -21,9 +21,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bearerguard.errors import AuthError, RateLimited
-from bearerguard.observability import Observer, Snapshot, outcome_of
-from bearerguard.tokens import AccessToken
+from bearerguard._errors import AuthError, RateLimited
+from bearerguard._observability import Observer, Snapshot, outcome_of
+from bearerguard._tokens import AccessToken
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation

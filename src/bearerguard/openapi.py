@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bearerguard.dependencies import SCHEME_NAME
-from bearerguard.fetch import check_url
-from bearerguard.middleware import BearerAuthMiddleware
+from bearerguard._dependencies import SCHEME_NAME
+from bearerguard._fetch import check_url
+from bearerguard._middleware import BearerAuthMiddleware
 
 __all__ = ["OAUTH2_SCHEME_NAME", "docs_paths", "install", "oauth2_flows"]
 

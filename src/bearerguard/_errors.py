@@ -1,7 +1,7 @@
 """The answers bearerguard gives, as exceptions that carry their RFC 6750 shape.
 
 Every rejection in the library is one of these, so the middleware has exactly one
-place (:mod:`bearerguard.challenge`) that turns a failure into an HTTP answer and no
+place (:mod:`bearerguard._challenge`) that turns a failure into an HTTP answer and no
 failure can escape as a 500.
 """
 

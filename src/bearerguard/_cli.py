@@ -15,9 +15,9 @@ import re
 import sys
 from typing import Any, TextIO
 
-from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
-from bearerguard.fetch import check_url
-from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH
+from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
+from bearerguard._fetch import check_url
+from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH
 
 __all__ = ["EXIT_INVALID", "EXIT_UNAVAILABLE", "EXIT_USAGE", "EXIT_VALID", "main"]
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else EXIT_USAGE
     command, rest = args[0], args[1:]
     if command == "demo":
-        from bearerguard.demo import main as demo
+        from bearerguard._demo import main as demo
 
         return demo(rest)
     if command == "inspect":
@@ -148,7 +148,7 @@ def inspect_main(argv: list[str], *, stdin: TextIO | None = None) -> int:
         print(f"bearerguard inspect: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from bearerguard.diagnose import diagnose
+    from bearerguard._diagnose import diagnose
 
     try:
         report = asyncio.run(
@@ -229,7 +229,7 @@ def _issuer(args: argparse.Namespace) -> Issuer:
 
 def render(report: Any, issuer: Issuer, required_scopes: tuple[str, ...] = ()) -> str:
     """The human-readable report: what the token says, each check, then the verdict."""
-    from bearerguard.diagnose import show
+    from bearerguard._diagnose import show
 
     lines = [
         f"token      sha256:{report.token_sha256}…  {report.length:,} characters "

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bearerguard.cache import DEFAULT_CACHE_SIZE
-from bearerguard.challenge import Answer, answer_for
-from bearerguard.config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
-from bearerguard.credentials import find_in_form, find_in_header, find_in_query
-from bearerguard.dependencies import token_of
-from bearerguard.errors import (
+from bearerguard._cache import DEFAULT_CACHE_SIZE
+from bearerguard._challenge import Answer, answer_for
+from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
+from bearerguard._credentials import find_in_form, find_in_header, find_in_query
+from bearerguard._dependencies import token_of
+from bearerguard._errors import (
     AuthError,
     InsufficientScope,
     InvalidRequest,
@@ -27,8 +27,8 @@ from bearerguard.errors import (
     RateLimited,
     Unavailable,
 )
-from bearerguard.observability import Observer, notify, outcome_of
-from bearerguard.ratelimit import (
+from bearerguard._observability import Observer, notify, outcome_of
+from bearerguard._ratelimit import (
     DECISION_SCOPE_KEY,
     LIMITER_SCOPE_KEY,
     RateLimiter,
@@ -36,8 +36,8 @@ from bearerguard.ratelimit import (
     Strategy,
     record_decision,
 )
-from bearerguard.tokens import AccessToken, TokenUser
-from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
+from bearerguard._tokens import AccessToken, TokenUser
+from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
 
 __all__ = ["BearerAuthMiddleware"]
 

@@ -1,10 +1,10 @@
 """Why a token is accepted or refused, check by check: the engine behind ``bearerguard inspect``.
 
 Every verdict here comes from the library's own code (size cap and shape as the
-validator tests them, :func:`~bearerguard.jws.parse_jws`,
-:class:`~bearerguard.claims.ClaimRules`, the issuer's
-:class:`~bearerguard.jwks.JWKSCache` and the keys' own ``verify``), and the
-final answer is the :class:`~bearerguard.validator.TokenValidator`'s, so an
+validator tests them, :func:`~bearerguard._jws.parse_jws`,
+:class:`~bearerguard._claims.ClaimRules`, the issuer's
+:class:`~bearerguard._jwks.JWKSCache` and the keys' own ``verify``), and the
+final answer is the :class:`~bearerguard._validator.TokenValidator`'s, so an
 explanation can never disagree with what the middleware does. This module only
 adds words: which value, which key, how far off the clock is.
 
@@ -32,13 +32,13 @@ from urllib.parse import urlsplit
 import httpx
 from jwt.algorithms import get_default_algorithms
 
-from bearerguard.claims import read_scopes
-from bearerguard.config import HMAC_ALGORITHMS, Issuer
-from bearerguard.errors import AuthError, InvalidToken, Unavailable
-from bearerguard.jws import _b64decode, _json_object, looks_like_jws, parse_jws
-from bearerguard.keys import VerificationKey
-from bearerguard.metadata import discovery_urls
-from bearerguard.validator import DEFAULT_MAX_TOKEN_LENGTH, IssuerState, TokenValidator
+from bearerguard._claims import read_scopes
+from bearerguard._config import HMAC_ALGORITHMS, Issuer
+from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
+from bearerguard._keys import VerificationKey
+from bearerguard._metadata import discovery_urls
+from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, IssuerState, TokenValidator
 
 __all__ = ["Check", "Diagnosis", "diagnose", "thumbprint"]
 

@@ -27,7 +27,7 @@ Metrics go through an :class:`Observer` given to the middleware
 (``BearerAuthMiddleware(..., observer=PrometheusObserver())``, see
 :mod:`bearerguard.metrics`). With no observer the middleware does no extra work;
 with one, request-path events are pushed to it (introspection calls through
-:meth:`Introspector.add_listener <bearerguard.introspection.Introspector.add_listener>`)
+:meth:`Introspector.add_listener <bearerguard._introspection.Introspector.add_listener>`)
 and everything that already has a counter (validation cache lookups, JWKS age and
 fetches, introspection calls, rate-limit storage errors) is read only when metrics
 are collected, through :meth:`Observer.cache_counts` and :meth:`Observer.snapshot`.
@@ -42,12 +42,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bearerguard.errors import AuthError, RateLimited, Unavailable
-from bearerguard.tokens import AccessToken
+from bearerguard._errors import AuthError, RateLimited, Unavailable
+from bearerguard._tokens import AccessToken
 
 if TYPE_CHECKING:
-    from bearerguard.middleware import BearerAuthMiddleware
-    from bearerguard.validator import TokenValidator
+    from bearerguard._middleware import BearerAuthMiddleware
+    from bearerguard._validator import TokenValidator
 
 __all__ = [
     "IssuerStats",

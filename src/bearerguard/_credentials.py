@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
-from bearerguard.errors import InvalidRequest, InvalidToken
+from bearerguard._errors import InvalidRequest, InvalidToken
 
 __all__ = ["find_in_form", "find_in_header", "find_in_query"]
 

@@ -27,7 +27,7 @@ from urllib.parse import quote_plus, urljoin, urlsplit
 
 import httpx
 
-from bearerguard.config import FetchPolicy
+from bearerguard._config import FetchPolicy
 
 __all__ = [
     "MAX_REDIRECTS",

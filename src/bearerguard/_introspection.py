@@ -6,18 +6,18 @@ The rules, and why:
   ``token_type_hint=access_token``; the resource server authenticates with
   ``client_secret_basic`` (RFC 6749 §2.3.1: id and secret form-encoded before
   base64) or ``client_secret_post``. The exchange goes through
-  :func:`~bearerguard.fetch.fetch_json`: a timeout, a size cap, strict JSON with
+  :func:`~bearerguard._fetch.fetch_json`: a timeout, a size cap, strict JSON with
   duplicate member names refused, HTML refused, and no redirect for a POST.
 * Only the JSON value ``true`` in ``active`` means active (§2.2): ``"true"``,
   ``1`` or a missing member all mean "not active".
 * An active answer's ``exp``, ``nbf``, ``iat``, ``iss`` and ``aud`` are judged by
-  the issuer's :class:`~bearerguard.claims.ClaimRules` exactly as a JWT's are,
+  the issuer's :class:`~bearerguard._claims.ClaimRules` exactly as a JWT's are,
   when present (``aud`` must be, with ``Issuer.introspection_requires_audience``);
   ``scope`` must be a string (or list) of scopes, and a ``token_type`` other
   than ``Bearer`` (a DPoP-bound or refresh token) is refused.
 * An endpoint that cannot answer (down, timeout, 5xx, HTML, not JSON, oversized,
   or refusing our own credentials) is the issuer's problem, not the token's:
-  :class:`~bearerguard.errors.Unavailable` (503 with ``Retry-After``), so clients
+  :class:`~bearerguard._errors.Unavailable` (503 with ``Retry-After``), so clients
   keep their tokens. Nothing about such a failure is cached.
 * At most ``Issuer.introspection_concurrency`` calls are in flight; one more is
   answered ``Unavailable`` (``Retry-After: 1``) at once instead of queueing, so a
@@ -37,13 +37,13 @@ from typing import Any
 
 import httpx
 
-from bearerguard.claims import ClaimRules, read_scopes
-from bearerguard.config import Issuer
-from bearerguard.errors import AuthError, InvalidToken, Unavailable
-from bearerguard.fetch import UpstreamError, fetch_json
-from bearerguard.metadata import MetadataResolver
-from bearerguard.observability import notify
-from bearerguard.tokens import AccessToken
+from bearerguard._claims import ClaimRules, read_scopes
+from bearerguard._config import Issuer
+from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._fetch import UpstreamError, fetch_json
+from bearerguard._metadata import MetadataResolver
+from bearerguard._observability import notify
+from bearerguard._tokens import AccessToken
 
 __all__ = ["MAX_ANSWER_BYTES", "IntrospectionListener", "Introspector", "cache_deadline"]
 

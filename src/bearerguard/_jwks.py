@@ -14,8 +14,8 @@ The rules, and why:
   seconds left), not a 401: an attacker's random ``kid`` spends the refresh, and
   the rotation's new tokens must not be thrown away by their clients meanwhile.
 * When keys cannot be had (never fetched, too stale, or the check for a new
-  ``kid`` failed) the answer is :class:`~bearerguard.errors.Unavailable` (503),
-  never :class:`~bearerguard.errors.InvalidToken`: clients keep good tokens.
+  ``kid`` failed) the answer is :class:`~bearerguard._errors.Unavailable` (503),
+  never :class:`~bearerguard._errors.InvalidToken`: clients keep good tokens.
 * Keys belong to the issuer whose JWKS served them (RFC 8725 §3.8).
 """
 
@@ -30,12 +30,12 @@ from typing import Any
 
 import httpx
 
-from bearerguard.config import Issuer
-from bearerguard.errors import InvalidToken, Unavailable
-from bearerguard.fetch import Backoff, UpstreamError, fetch_json
-from bearerguard.flight import SingleFlight
-from bearerguard.keys import KeySet, VerificationKey
-from bearerguard.metadata import MetadataResolver
+from bearerguard._config import Issuer
+from bearerguard._errors import InvalidToken, Unavailable
+from bearerguard._fetch import Backoff, UpstreamError, fetch_json
+from bearerguard._flight import SingleFlight
+from bearerguard._keys import KeySet, VerificationKey
+from bearerguard._metadata import MetadataResolver
 
 __all__ = ["JWKSCache"]
 

@@ -7,7 +7,7 @@ import re
 
 from starlette.responses import Response
 
-from bearerguard.errors import AuthError, InsufficientScope, RateLimited, Unavailable
+from bearerguard._errors import AuthError, InsufficientScope, RateLimited, Unavailable
 
 __all__ = ["Answer", "answer_for", "quote"]
 

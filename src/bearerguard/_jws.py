@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from bearerguard.errors import InvalidToken
+from bearerguard._errors import InvalidToken
 
 __all__ = ["ParsedJWS", "looks_like_jws", "parse_jws"]
 

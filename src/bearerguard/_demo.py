@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from bearerguard.dependencies import current_token, require_scopes
-from bearerguard.middleware import BearerAuthMiddleware
+from bearerguard._dependencies import current_token, require_scopes
+from bearerguard._middleware import BearerAuthMiddleware
+from bearerguard._tokens import AccessToken
 from bearerguard.testing import TestIssuer
-from bearerguard.tokens import AccessToken
 
 __all__ = ["create_demo_app", "main"]
 

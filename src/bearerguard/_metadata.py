@@ -5,7 +5,7 @@ The document is trusted only when its ``issuer`` equals the configured one exact
 someone else's keys. The URLs it names must be https, unless the issuer itself is
 plain http on loopback: an https issuer's metadata may not aim us at a local
 service. A failure here is the upstream's or the configuration's fault, never the
-token's, so it surfaces as :class:`~bearerguard.errors.Unavailable`.
+token's, so it surfaces as :class:`~bearerguard._errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from bearerguard.config import Issuer
-from bearerguard.errors import Unavailable
-from bearerguard.fetch import Backoff, UpstreamError, check_url, fetch_json, is_loopback_http
-from bearerguard.flight import SingleFlight
+from bearerguard._config import Issuer
+from bearerguard._errors import Unavailable
+from bearerguard._fetch import Backoff, UpstreamError, check_url, fetch_json, is_loopback_http
+from bearerguard._flight import SingleFlight
 
 __all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
 

@@ -36,9 +36,9 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Scope
 
-from bearerguard.challenge import answer_for
-from bearerguard.errors import RateLimited, Unavailable
-from bearerguard.tokens import AccessToken
+from bearerguard._challenge import answer_for
+from bearerguard._errors import RateLimited, Unavailable
+from bearerguard._tokens import AccessToken
 
 __all__ = [
     "DECISION_SCOPE_KEY",

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bearerguard.cache import (
+from bearerguard._cache import (
     ALWAYS_ACTIVE,
     DEFAULT_CACHE_SIZE,
     Generational,
@@ -39,17 +39,17 @@ from bearerguard.cache import (
     SharedCache,
     ValidationCache,
 )
-from bearerguard.claims import ClaimRules
-from bearerguard.config import HMAC_ALGORITHMS, Issuer
-from bearerguard.errors import AuthError, InvalidToken, Unavailable
-from bearerguard.fetch import new_client
-from bearerguard.flight import KeyedFlight
-from bearerguard.introspection import Introspector, cache_deadline
-from bearerguard.jwks import JWKSCache
-from bearerguard.jws import ParsedJWS, looks_like_jws, parse_jws
-from bearerguard.keys import VerificationKey, shared_secret_keys
-from bearerguard.metadata import MetadataResolver
-from bearerguard.tokens import AccessToken
+from bearerguard._claims import ClaimRules
+from bearerguard._config import HMAC_ALGORITHMS, Issuer
+from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._fetch import new_client
+from bearerguard._flight import KeyedFlight
+from bearerguard._introspection import Introspector, cache_deadline
+from bearerguard._jwks import JWKSCache
+from bearerguard._jws import ParsedJWS, looks_like_jws, parse_jws
+from bearerguard._keys import VerificationKey, shared_secret_keys
+from bearerguard._metadata import MetadataResolver
+from bearerguard._tokens import AccessToken
 
 __all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "IssuerState", "TokenValidator", "token_hash"]
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from bearerguard.config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
-from bearerguard.errors import InvalidToken
+from bearerguard._config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from bearerguard._errors import InvalidToken
 
 __all__ = ["ClaimRules", "read_scopes"]
 

@@ -38,9 +38,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cachetools import Cache
 
-from bearerguard.errors import InvalidToken
-from bearerguard.fetch import parse_json
-from bearerguard.tokens import AccessToken
+from bearerguard._errors import InvalidToken
+from bearerguard._fetch import parse_json
+from bearerguard._tokens import AccessToken
 
 __all__ = [
     "ALWAYS_ACTIVE",

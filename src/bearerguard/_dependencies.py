@@ -1,6 +1,6 @@
 """How routes declare what they need: FastAPI dependencies and a Starlette decorator.
 
-Both raise :class:`~bearerguard.errors.AuthError`; the middleware turns it into the
+Both raise :class:`~bearerguard._errors.AuthError`; the middleware turns it into the
 RFC 6750 answer (403 ``insufficient_scope`` with the route's ``scope``), so a
 route never has to build a challenge itself.
 """
@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
-from bearerguard.challenge import answer_for
-from bearerguard.errors import AuthError, InsufficientScope, MissingToken
-from bearerguard.tokens import AccessToken, TokenUser
+from bearerguard._challenge import answer_for
+from bearerguard._errors import AuthError, InsufficientScope, MissingToken
+from bearerguard._tokens import AccessToken, TokenUser
 
 __all__ = [
     "SCHEME_NAME",
