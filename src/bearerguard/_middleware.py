@@ -28,6 +28,7 @@ from bearerguard._errors import (
     Unavailable,
 )
 from bearerguard._observability import Observer, notify, outcome_of
+from bearerguard._proxies import TrustedProxies
 from bearerguard._ratelimit import (
     DECISION_SCOPE_KEY,
     LIMITER_SCOPE_KEY,
@@ -99,6 +100,7 @@ class BearerAuthMiddleware:
         validator: TokenValidator | None = None,
         http_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.app = app
         if validator is None:
@@ -154,6 +156,8 @@ class BearerAuthMiddleware:
         #: Spends each validated token's budget; also lends its storage to per-route limits.
         self.rate_limiter = rate_limiter
         self.realm = realm
+        #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
+        self.proxies = TrustedProxies.parse(trusted_proxies)
         self.allow_anonymous = allow_anonymous
         self.token_in_query = token_in_query
         self.token_in_form = token_in_form
