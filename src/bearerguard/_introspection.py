@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from bearerguard._binding import confirmation_of
 from bearerguard._claims import ClaimRules, read_scopes
 from bearerguard._config import Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
@@ -265,6 +266,7 @@ class Introspector:
             token_hash=token_hash,
             claims=MappingProxyType(dict(document)),
             kind="opaque",
+            confirmation=confirmation_of(document),
         )
 
     def _unavailable(self, why: str, hint: float | None, short_hash: str) -> Unavailable:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bearerguard._binding import NOTHING_PROVED, check_binding
 from bearerguard._cache import DEFAULT_CACHE_SIZE
 from bearerguard._challenge import Answer, answer_for
 from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
@@ -201,7 +202,12 @@ class BearerAuthMiddleware:
                 scope["auth"] = AuthCredentials()
                 scope["user"] = TokenUser(None)
             else:
-                access = await self.validator.validate(token)
+                validated = await self.validator.validate(token)
+                if validated.confirmation is not None:
+                    # A bound token (RFC 7800 cnf) needs its proof; a Bearer request
+                    # proves nothing, so it is refused (DPoP and mTLS add their proofs).
+                    check_binding(validated.confirmation, NOTHING_PROVED)
+                access = validated
                 self._authenticate(scope, access)
                 if observer is not None:
                     notify(observer.validation, access, None, perf_counter() - began)

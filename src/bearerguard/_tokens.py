@@ -33,6 +33,9 @@ class AccessToken:
     )
     kind: Literal["jwt", "opaque"] = "jwt"
     key_id: str | None = None
+    #: The token's RFC 7800 ``cnf`` object when it is bound to a key (``None``: a plain
+    #: bearer token); judged once here so unbound tokens cost nothing per request.
+    confirmation: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def short_hash(self) -> str:

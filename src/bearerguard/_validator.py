@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from bearerguard._binding import confirmation_of
 from bearerguard._cache import (
     ALWAYS_ACTIVE,
     DEFAULT_CACHE_SIZE,
@@ -321,6 +322,7 @@ class TokenValidator:
             claims=MappingProxyType(claims),
             kind="jwt",
             key_id=key.kid if key is not None else None,
+            confirmation=confirmation_of(claims),
         )
 
     def _refuse(self, digest: bytes, error: InvalidToken, ttl: float, source: Generational) -> None:
