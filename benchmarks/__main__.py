@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("inprocess", "extras", "profile", "http", "scale")
+SECTIONS = ("imports", "inprocess", "e2e", "extras", "profile", "http", "scale")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             "rss_tokens": rss_tokens,
         },
     }
+    if "imports" in sections:
+        from benchmarks.imports import measure
+
+        progress("import bearerguard: python -X importtime in fresh interpreters")
+        results["imports"] = measure(3 if quick else 7)
     problem = inprocess.bearerguard_available()
     if problem:
         results["bearerguard"] = problem
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.tokens import ALGORITHMS, BenchIssuer, write_tokens
 
     redis: Redis | None = None
-    if sections & {"extras", "http"}:
+    if sections & {"e2e", "extras", "http", "scale"}:
         why = apt_install("redis-server", "redis-server")
         if why is None:
             try:
@@ -117,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             results["inprocess"] = {}
             if "inprocess" in sections:
                 results["inprocess"]["cold"] = inprocess.run_cold(ctx, rounds, progress)
+            if "e2e" in sections:
+                from benchmarks.e2e import run_e2e
+
+                results["inprocess"]["e2e"] = run_e2e(
+                    ctx, rounds, redis.url if redis else None, progress
+                )
             if "extras" in sections:
                 results["inprocess"]["extras"] = inprocess.run_extras(
                     ctx, rounds, extras_ops, redis.url if redis else None, progress

@@ -347,6 +347,9 @@ def _summarise(done: list[Scenario]) -> dict[str, Any]:
         out["bg_cold_cache"]["p99_vs_bg_cold"] = summary(
             _clean(ratios(series(cached, "p99_us"), series(cold, "p99_us")))
         )
+        out["bg_cold_cache"]["rps_vs_bg_cold"] = summary(
+            _clean(ratios(series(cached, "rps"), series(cold, "rps")))
+        )
     for peer in ("authlib", "pyjwkclient"):
         other = by_name.get(peer)
         if other is None:

@@ -116,3 +116,53 @@ def test_benchmark_app_with_cache_off_really_has_no_cache(
         assert not validator.cache.enabled
     else:
         assert any(kwargs.get(k) == 0 for k in ("cache_size", "cache_maxsize", "cache_max_entries"))
+
+
+def test_end_to_end_rows_time_plain_starlette_and_the_middleware_in_the_same_rounds(
+    ctx: inprocess.Context,
+) -> None:
+    from benchmarks.e2e import run_e2e
+
+    result = run_e2e(ctx, rounds=1, redis_url=None, progress=lambda _: None, hit_requests=10)
+    rows = result["rows"]
+    for name in ("plain", "hit", "hit_rl_memory", "cold_off", "cold_on"):
+        assert rows[name]["us_per_request"]["n"] == 1, name
+    assert rows["plain"]["extra_us"]["median"] == 0
+    assert rows["cold_on"]["raw_vs_extra"]["n"] == 1
+    assert "hit_rl_redis" in result["notes"]
+
+
+def test_end_to_end_driver_fails_loudly_when_the_app_refuses(ctx: inprocess.Context) -> None:
+    from benchmarks.apps import plain_app
+    from benchmarks.e2e import driver
+
+    from bearerguard import BearerAuthMiddleware
+
+    app = BearerAuthMiddleware(
+        plain_app(), issuer="https://other.example", audience="x", jwks_uri=ctx.issuer.jwks_uri
+    )
+    with pytest.raises(RuntimeError, match="401"):
+        driver(ctx, app)([ctx.pools["RS256"][0]])
+    ctx.run(app.aclose())
+
+
+def test_import_row_reports_total_time_and_the_optional_modules_loaded() -> None:
+    from benchmarks.imports import measure
+
+    result = measure(runs=1)
+    assert result["total_ms"]["median"] > 0
+    assert "bearerguard" in result["heaviest_ms"]
+    assert "starlette" in result["core_loaded"]
+    assert isinstance(result["optional_loaded"], list)
+
+
+def test_report_prints_issue_13_table_with_a_verdict_per_row(tmp_path: Path) -> None:
+    text = report.write(
+        {"started": "now", "mode": "smoke", "machine": describe(), "duration_s": 0.0}, tmp_path
+    )
+    table = text.split("## Targets (issue 13")[1].split("## Earlier targets")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "verdict" not in line]
+    assert len(rows) == 10
+    assert all(
+        line.rstrip().endswith(("| MET |", "| MISSED |", "| not measured |")) for line in rows
+    )

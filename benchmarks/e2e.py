@@ -1,0 +1,233 @@
+"""In-process end to end: one ASGI request at a time, plain Starlette beside the middleware.
+
+The HTTP rows include uvicorn, the kernel and wrk, which hide what the middleware
+itself costs per request. Here the same Starlette app answers ``GET /items`` with
+and without ``BearerAuthMiddleware`` in front, driven by a minimal ASGI server
+loop (one scope dict, one ``receive``, one ``send`` per request), so the
+difference between two rows is the middleware's own cost. Every variant takes its
+turn on each chunk in a shuffled order, and every ratio is taken against the plain
+app measured in the same round.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.inprocess import CHUNK, Context, _b64decode, raw_verifier
+from benchmarks.stats import summary
+
+#: Requests per sample for the one-token variants (cache hits).
+HIT_REQUESTS = 2_000
+
+LABELS = {
+    "plain": "plain Starlette app, GET /items (the baseline)",
+    "hit": "middleware + same app, cache hit (one token)",
+    "hit_rl_memory": "middleware, cache hit + memory rate limit (moving window)",
+    "hit_rl_redis": "middleware, cache hit + Redis rate limit (moving window)",
+    "cold_off": "middleware, distinct RS256 tokens, cache off",
+    "cold_on": "middleware, distinct RS256 tokens, cache on (every token a miss, stored)",
+}
+
+Driver = Callable[[list[str]], float]
+
+
+def _scope_template(token: str) -> dict[str, Any]:
+    """What uvicorn hands an app for ``GET /items`` with a bearer token (wrk's headers)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": "/items",
+        "raw_path": b"/items",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"authorization", b"Bearer " + token.encode("ascii")),
+        ],
+        "state": {},
+    }
+
+
+def _plain_app() -> Any:
+    from benchmarks.apps import plain_app
+
+    return plain_app()
+
+
+def driver(ctx: Context, app: Any) -> Driver:
+    """Time ``len(tokens)`` requests through ``app``, one after another; all must be 200."""
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    refused: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            refused.append(message["status"])
+
+    templates: dict[str, dict[str, Any]] = {}
+
+    def run(tokens: list[str]) -> float:
+        scopes = []
+        for token in tokens:
+            template = templates.get(token)
+            if template is None:
+                template = templates[token] = _scope_template(token)
+            scopes.append(template)
+
+        async def go() -> float:
+            t0 = time.perf_counter()
+            for template in scopes:
+                # A fresh scope per request, as a server builds one; the headers list is shared.
+                await app({**template, "state": {}}, receive, send)
+            return time.perf_counter() - t0
+
+        elapsed = float(ctx.run(go()))
+        if refused:
+            statuses = sorted(set(refused))
+            refused.clear()
+            raise RuntimeError(f"the app answered {statuses} instead of 200")
+        return elapsed
+
+    return run
+
+
+def _middleware(ctx: Context, **kwargs: Any) -> Any:
+    from bearerguard._middleware import BearerAuthMiddleware
+
+    issuer = ctx.issuer
+    mw = BearerAuthMiddleware(
+        _plain_app(),
+        issuer=issuer.issuer,
+        audience=issuer.audience,
+        jwks_uri=issuer.jwks_uri,
+        **kwargs,
+    )
+
+    async def warm() -> None:
+        mw.validator.start()
+        mw._started = True
+        for state in mw.validator.issuers.values():
+            await state.jwks.prefetch()
+
+    ctx.run(warm())
+    ctx.closers.append(lambda: ctx.run(mw.aclose()))
+    return mw
+
+
+def run_e2e(
+    ctx: Context,
+    rounds: int,
+    redis_url: str | None,
+    progress: Callable[[str], None],
+    hit_requests: int = HIT_REQUESTS,
+) -> dict[str, Any]:
+    """Per-request cost of plain Starlette and the middleware variants, same rounds."""
+    pool = ctx.pools["RS256"]
+    token = pool[0]
+    notes: dict[str, str] = {}
+    drivers: dict[str, Driver] = {"plain": driver(ctx, _plain_app())}
+    hit_app = _middleware(ctx)
+    drivers["hit"] = driver(ctx, hit_app)
+    drivers["hit_rl_memory"] = driver(ctx, _middleware(ctx, rate_limit="1000000/second"))
+    if redis_url:
+        drivers["hit_rl_redis"] = driver(
+            ctx,
+            _middleware(ctx, rate_limit="1000000/second", rate_limit_storage=redis_url),
+        )
+    else:
+        notes["hit_rl_redis"] = "not measured: no redis-server"
+    cold_off = _middleware(ctx, cache_size=0)
+    drivers["cold_off"] = driver(ctx, cold_off)
+    cold_on = _middleware(ctx)
+    cold_on_run = driver(ctx, cold_on)
+
+    def cold_on_driver(tokens: list[str]) -> float:
+        cold_on.validator.cache.clear()  # untimed: every token of the chunk is a miss
+        return cold_on_run(tokens)
+
+    drivers["cold_on"] = cold_on_driver
+    verify, convert = raw_verifier("RS256", ctx.issuer.public_key("RS256"))
+    signed = []
+    for t in pool:
+        head, payload, sig = t.split(".")
+        signed.append((f"{head}.{payload}".encode("ascii"), convert(_b64decode(sig))))
+
+    def raw(chunk: list[tuple[bytes, bytes]]) -> float:
+        t0 = time.perf_counter()
+        for si, sig in chunk:
+            verify(si, sig)
+        return time.perf_counter() - t0
+
+    # Warm every path once (code, keys, the first cache entry) before timing.
+    for name, run in drivers.items():
+        run([token] if name.startswith("hit") or name == "plain" else pool[:4])
+
+    per_request: dict[str, list[float]] = {name: [] for name in drivers}
+    raw_us: list[float] = []
+    rng = random.Random(5)
+    cold_chunks = [pool[i : i + CHUNK] for i in range(0, len(pool), CHUNK)]
+    signed_chunks = [signed[i : i + CHUNK] for i in range(0, len(signed), CHUNK)]
+    hit_chunk = [token] * CHUNK
+    hit_chunks = max(1, hit_requests // CHUNK)
+    for r in range(rounds):
+        progress(f"in-process end to end: round {r + 1}/{rounds}")
+        gc.collect()
+        spent = dict.fromkeys(drivers, 0.0)
+        counts = dict.fromkeys(drivers, 0)
+        raw_spent = 0.0
+        steps = max(hit_chunks, len(cold_chunks))
+        for i in range(steps):
+            order = [*drivers, "raw"]
+            rng.shuffle(order)
+            for name in order:
+                if name == "raw":
+                    if i < len(signed_chunks):
+                        raw_spent += raw(signed_chunks[i])
+                    continue
+                cold = name.startswith("cold")
+                if cold and i >= len(cold_chunks):
+                    continue
+                if not cold and i >= hit_chunks:
+                    continue
+                chunk = cold_chunks[i] if cold else hit_chunk
+                spent[name] += drivers[name](chunk)
+                counts[name] += len(chunk)
+        for name in drivers:
+            per_request[name].append(spent[name] / counts[name] * 1e6)
+        raw_us.append(raw_spent / len(signed) * 1e6)
+
+    rows: dict[str, Any] = {}
+    plain = per_request["plain"]
+    for name, samples in per_request.items():
+        extra = [s - p for s, p in zip(samples, plain, strict=True)]
+        rows[name] = {
+            "label": LABELS[name],
+            "us_per_request": summary(samples),
+            "extra_us": summary(extra),
+            "extra_vs_plain": summary([e / p for e, p in zip(extra, plain, strict=True)]),
+        }
+        if name.startswith("cold"):
+            # Raw verify over the middleware's extra cost: 0.5x means the middleware adds
+            # at most twice the signature check (the validator alone is about 1.8x).
+            rows[name]["raw_vs_extra"] = summary(
+                [v / e for v, e in zip(raw_us, extra, strict=True) if e > 0]
+            )
+    return {
+        "rounds": rounds,
+        "hit_requests_per_sample": hit_chunks * CHUNK,
+        "cold_tokens_per_sample": len(pool),
+        "raw_verify_us": summary(raw_us),
+        "rows": rows,
+        "notes": notes,
+    }

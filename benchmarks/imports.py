@@ -1,0 +1,80 @@
+"""``import bearerguard``: its cost (``python -X importtime``) and the heavy modules it loads.
+
+Measured in fresh interpreters (median of several), so nothing an earlier import
+left in ``sys.modules`` hides a cost. Making imports lazy is not this module's
+job; it only says what a bare ``import bearerguard`` pulls in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from benchmarks.services import child_pythonpath
+from benchmarks.stats import summary
+
+#: Modules a configuration may not need; loading them on a bare import is the finding.
+OPTIONAL = ("limits", "redis", "fastapi", "hiredis", "prometheus_client", "opentelemetry")
+#: Modules every configuration needs (reported, not judged).
+CORE = ("starlette", "httpx", "jwt", "cryptography", "cachetools")
+
+_CHILD = """
+import json, sys
+before = set(sys.modules)
+import bearerguard
+print("BENCHJSON " + json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _one(module: str) -> tuple[float, dict[str, int], list[str]]:
+    """Total import time (µs, sum of self times), own µs per top-level package, modules loaded."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", _CHILD.replace("bearerguard", module)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": child_pythonpath()},
+    )
+    total = 0
+    packages: dict[str, int] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _cumulative, name = (part.strip() for part in line[12:].split("|"))
+        total += int(self_us)
+        # Own time summed per top-level package, whoever imported it: where the time goes.
+        top = name.split(".")[0]
+        packages[top] = packages.get(top, 0) + int(self_us)
+    loaded: list[str] = []
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCHJSON "):
+            loaded = json.loads(line[len("BENCHJSON ") :])
+    return float(total), packages, loaded
+
+
+def measure(runs: int = 5, module: str = "bearerguard") -> dict[str, Any]:
+    """Median total import time over ``runs`` fresh interpreters, the heavy packages, a verdict."""
+    totals: list[float] = []
+    per_package: dict[str, list[int]] = {}
+    loaded: list[str] = []
+    for _ in range(runs):
+        total, packages, loaded = _one(module)
+        totals.append(total / 1000)
+        for name, us in packages.items():
+            per_package.setdefault(name, []).append(us)
+    tops = {name.split(".")[0] for name in loaded}
+    heavy = sorted(
+        ((name, sorted(v)[len(v) // 2] / 1000) for name, v in per_package.items()),
+        key=lambda item: -item[1],
+    )[:8]
+    return {
+        "total_ms": summary(totals),
+        "heaviest_ms": {name: round(ms, 1) for name, ms in heavy},
+        "modules_loaded": len(loaded),
+        "optional_loaded": [name for name in OPTIONAL if name in tops],
+        "core_loaded": [name for name in CORE if name in tops],
+    }
