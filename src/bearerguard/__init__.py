@@ -20,6 +20,7 @@ from bearerguard._errors import (
 from bearerguard._middleware import BearerAuthMiddleware
 from bearerguard._observability import LoggingObserver, Observer
 from bearerguard._ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
+from bearerguard._sharing import TokenSharing
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard._validator import TokenValidator
 
@@ -39,6 +40,7 @@ __all__ = [
     "RateLimitDecision",
     "RateLimited",
     "RateLimiter",
+    "TokenSharing",
     "TokenUser",
     "TokenValidator",
     "Unavailable",

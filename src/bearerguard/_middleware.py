@@ -38,6 +38,7 @@ from bearerguard._ratelimit import (
     Strategy,
     record_decision,
 )
+from bearerguard._sharing import TokenSharing, TokenSharingWatch
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
 
@@ -102,6 +103,7 @@ class BearerAuthMiddleware:
         http_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
         trusted_proxies: Sequence[str] = (),
+        token_sharing: TokenSharing | None = None,
     ) -> None:
         self.app = app
         if validator is None:
@@ -156,9 +158,20 @@ class BearerAuthMiddleware:
             )
         #: Spends each validated token's budget; also lends its storage to per-route limits.
         self.rate_limiter = rate_limiter
-        self.realm = realm
         #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
         self.proxies = TrustedProxies.parse(trusted_proxies)
+        #: Watches where each validated token is used from (stolen-token detection); optional.
+        self.sharing: TokenSharingWatch | None = None
+        if token_sharing is not None:
+            self.sharing = TokenSharingWatch(
+                token_sharing,
+                storage=rate_limiter.storage_uri if rate_limiter else rate_limit_storage,
+                fail_closed=rate_limiter.fail_closed if rate_limiter else rate_limit_fail_closed,
+                namespace=validator.identity(),
+                proxies=self.proxies,
+                clock=validator.clock,
+            )
+        self.realm = realm
         self.allow_anonymous = allow_anonymous
         self.token_in_query = token_in_query
         self.token_in_form = token_in_form
@@ -211,6 +224,8 @@ class BearerAuthMiddleware:
                 self._authenticate(scope, access)
                 if observer is not None:
                     notify(observer.validation, access, None, perf_counter() - began)
+                if self.sharing is not None:
+                    await self.sharing.observe(access, scope)
                 if self.rate_limiter is not None:
                     # Only a validated token spends budget: forged ones cannot drain it.
                     scope[LIMITER_SCOPE_KEY] = self.rate_limiter
@@ -390,10 +405,12 @@ class BearerAuthMiddleware:
         await self.app(scope, receive_hooked, send_hooked)
 
     async def aclose(self) -> None:
-        """Close the HTTP client, background refreshes and rate-limit storage."""
+        """Close the HTTP client, background refreshes, rate-limit and token-sharing storage."""
         await self.validator.aclose()
         if self.rate_limiter is not None:
             await self.rate_limiter.aclose()
+        if self.sharing is not None:
+            await self.sharing.aclose()
 
 
 def _log_level(error: AuthError) -> int:

@@ -98,6 +98,8 @@ class Snapshot:
     issuers: tuple[IssuerStats, ...]
     cache_entries: int
     ratelimit_storage_errors: int
+    #: Tokens reported as used from too many networks (``token_sharing``), since start.
+    tokens_shared: int = 0
 
 
 class Observer:
@@ -157,17 +159,20 @@ class Observer:
         issuers: dict[str, list[IssuerStats]] = {}
         entries = 0
         storage_errors = 0
+        shared = 0
         for middleware in list(self._sources):
             validator = middleware.validator
             entries += len(validator.cache)
             limiter = middleware.rate_limiter
             if limiter is not None:
                 storage_errors += limiter.storage_errors
+            if middleware.sharing is not None:
+                shared += middleware.sharing.flagged
             now = validator.clock()
             for state in validator.issuers.values():
                 issuers.setdefault(state.config.issuer, []).append(_issuer_stats(state, now))
         merged = tuple(_merge(rows) for rows in issuers.values())
-        return Snapshot(merged, entries, storage_errors)
+        return Snapshot(merged, entries, storage_errors, shared)
 
 
 def notify(method: Callable[..., None], *args: Any) -> None:

@@ -182,6 +182,18 @@ class TokenValidator:
         self._headers: dict[str, dict[str, Any]] = {}
         self._prefetch: asyncio.Task[None] | None = None
 
+    def identity(self) -> str:
+        """Who is asking, for state kept beside other APIs' in a shared store (Redis).
+
+        The trusted issuers with their audiences and introspection client: two APIs that
+        differ in any of them never read each other's entries.
+        """
+        parts = sorted(
+            "\0".join((c.issuer, " ".join(sorted(c.audiences)), c.client_id or ""))
+            for c in (state.config for state in self.issuers.values())
+        )
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:

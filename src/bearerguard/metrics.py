@@ -256,6 +256,11 @@ class _PrometheusCollector:
             "Rate-limit hits decided without the storage (it failed or was cooling down)",
             value=snapshot.ratelimit_storage_errors,
         )
+        yield CounterMetricFamily(
+            f"{ns}_tokens_shared",
+            "Tokens seen from more networks at once than token_sharing allows",
+            value=snapshot.tokens_shared,
+        )
 
 
 class OpenTelemetryObserver(_Tallies):
@@ -339,6 +344,11 @@ class OpenTelemetryObserver(_Tallies):
             callbacks=[self._observe_storage_errors],
             description="Rate-limit hits decided without the storage",
         )
+        meter.create_observable_counter(
+            "bearerguard.tokens.shared",
+            callbacks=[self._observe_tokens_shared],
+            description="Tokens seen from more networks at once than token_sharing allows",
+        )
 
     def validation(
         self, token: AccessToken | None, error: AuthError | None, seconds: float
@@ -390,6 +400,11 @@ class OpenTelemetryObserver(_Tallies):
         from opentelemetry.metrics import Observation
 
         return [Observation(self.snapshot().ratelimit_storage_errors)]
+
+    def _observe_tokens_shared(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(self.snapshot().tokens_shared)]
 
     def _issuer_callback(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
