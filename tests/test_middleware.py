@@ -567,8 +567,8 @@ async def test_tokens_never_appear_in_logs(
 async def test_requires_scopes_answers_403_even_when_the_middleware_wraps_the_app(
     test_issuer: TestIssuer,
 ) -> None:
-    # Mounted around Starlette (not via add_middleware), a raised error would reach
-    # Starlette's error handler first and become a 500: the decorator answers itself.
+    # Mounted around Starlette (not via add_middleware), the decorator's error meets
+    # Starlette's error handling first: the middleware's handler answers it there.
     @requires_scopes("admin")
     async def admin(request: Request) -> JSONResponse:
         return JSONResponse({})

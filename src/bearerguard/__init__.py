@@ -2,8 +2,10 @@
 
 from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard._dependencies import (
+    authentication_required,
     current_token,
     optional_token,
+    require_authentication,
     require_scopes,
     requires_scopes,
     token_of,
@@ -11,6 +13,7 @@ from bearerguard._dependencies import (
 from bearerguard._errors import (
     AuthError,
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidRequest,
     InvalidToken,
     MissingToken,
@@ -31,6 +34,7 @@ __all__ = [
     "BearerAuthMiddleware",
     "FetchPolicy",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "InvalidRequest",
     "InvalidToken",
     "Issuer",
@@ -44,10 +48,12 @@ __all__ = [
     "TokenUser",
     "TokenValidator",
     "Unavailable",
+    "authentication_required",
     "current_token",
     "optional_token",
     "rate_limit",
     "rate_limited",
+    "require_authentication",
     "require_scopes",
     "requires_scopes",
     "token_of",

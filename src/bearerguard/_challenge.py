@@ -7,7 +7,13 @@ import re
 
 from starlette.responses import Response
 
-from bearerguard._errors import AuthError, InsufficientScope, RateLimited, Unavailable
+from bearerguard._errors import (
+    AuthError,
+    InsufficientScope,
+    InsufficientUserAuthentication,
+    RateLimited,
+    Unavailable,
+)
 
 __all__ = ["Answer", "answer_for", "quote"]
 
@@ -68,6 +74,15 @@ def answer_for(error: AuthError, realm: str | None) -> Answer:
             scope = quote(" ".join(error.required))
             params.append(f'scope="{scope}"')
             body["scope"] = scope
+        elif isinstance(error, InsufficientUserAuthentication):
+            # RFC 9470 §3: what a new token must show, so the client can ask for it.
+            if error.acr_values:
+                acr_values = quote(" ".join(error.acr_values))
+                params.append(f'acr_values="{acr_values}"')
+                body["acr_values"] = acr_values
+            if error.max_age is not None:
+                params.append(f'max_age="{error.max_age}"')
+                body["max_age"] = error.max_age
         challenge = "Bearer " + ", ".join(params) if params else "Bearer"
         headers.append((b"www-authenticate", challenge.encode()))
     payload = json.dumps(body, separators=(",", ":")).encode()

@@ -1,28 +1,31 @@
 """How routes declare what they need: FastAPI dependencies and a Starlette decorator.
 
-Both raise :class:`~bearerguard._errors.AuthError`; the middleware turns it into the
-RFC 6750 answer (403 ``insufficient_scope`` with the route's ``scope``), so a
-route never has to build a challenge itself.
+All raise :class:`~bearerguard._errors.AuthError`; the middleware turns it into the
+RFC 6750 answer (403 ``insufficient_scope`` with the route's ``scope``, or RFC 9470's
+401 ``insufficient_user_authentication``), so a route never builds a challenge itself.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
-from bearerguard._challenge import answer_for
-from bearerguard._errors import AuthError, InsufficientScope, MissingToken
+from bearerguard._challenge import quote
+from bearerguard._errors import InsufficientScope, InsufficientUserAuthentication, MissingToken
 from bearerguard._tokens import AccessToken, TokenUser
 
 __all__ = [
     "SCHEME_NAME",
+    "authentication_required",
     "bearer_scheme",
     "current_token",
     "optional_token",
+    "require_authentication",
     "require_scopes",
     "requires_scopes",
     "token_of",
@@ -104,7 +107,7 @@ class _FastAPISignature:
     so ``inspect.signature`` keeps working there.
     """
 
-    def __get__(self, obj: require_scopes | None, owner: type | None = None) -> Any:
+    def __get__(self, obj: _Guard | None, owner: type | None = None) -> Any:
         if obj is None:
             return None
         if obj._signature is None:
@@ -127,7 +130,35 @@ class _FastAPISignature:
         return obj._signature
 
 
-class require_scopes:
+class _Guard:
+    """What a route requires of its token, usable as a FastAPI dependency and by decorators.
+
+    Calling it returns the :class:`AccessToken`, so it can stand in for
+    ``current_token``; a token that falls short raises an :class:`AuthError`,
+    which the middleware answers. FastAPI sees a security dependency, so the
+    route's OpenAPI ``security`` requirement names the bearer scheme (and
+    ``scopes``, the scopes this guard requires).
+    """
+
+    __signature__ = _FastAPISignature()
+    scopes: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._signature: inspect.Signature | None = None
+
+    async def __call__(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
+        # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
+        return self.check(conn, token)
+
+    def check(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
+        """The check itself (synchronous, for decorators and direct use)."""
+        return self.judge(_required(conn) if token is None else token)
+
+    def judge(self, token: AccessToken) -> AccessToken:
+        raise NotImplementedError
+
+
+class require_scopes(_Guard):
     """FastAPI dependency factory: ``Depends(require_scopes("read:items"))``.
 
     Returns the :class:`AccessToken`, so it can stand in for ``current_token``, and
@@ -136,20 +167,11 @@ class require_scopes:
     ``security`` requirement lists these scopes; ``.scopes`` keeps them too.
     """
 
-    __signature__ = _FastAPISignature()
-
     def __init__(self, *scopes: str) -> None:
-        self.scopes: tuple[str, ...] = scopes
-        self._signature: inspect.Signature | None = None
+        super().__init__()
+        self.scopes = scopes
 
-    async def __call__(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
-        # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
-        return self.check(conn, token)
-
-    def check(self, conn: HTTPConnection, token: AccessToken | None = None) -> AccessToken:
-        """The scope check itself (synchronous, for decorators and direct use)."""
-        if token is None:
-            token = _required(conn)
+    def judge(self, token: AccessToken) -> AccessToken:
         if not token.scopes.issuperset(self.scopes):
             raise InsufficientScope(self.scopes)
         return token
@@ -158,13 +180,68 @@ class require_scopes:
         return f"require_scopes{self.scopes!r}"
 
 
-def requires_scopes(*scopes: str) -> Callable[[F], F]:
-    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works).
+class require_authentication(_Guard):
+    """FastAPI dependency factory for step-up authentication (RFC 9470).
 
-    It answers the refusal itself rather than raising, so the answer is right
-    however the middleware was mounted (inside or around Starlette's error handling).
+    ``Depends(require_authentication(acr_values=["urn:mfa"], max_age=300))``: the
+    token's ``acr`` must be one of ``acr_values`` and its ``auth_time`` at most
+    ``max_age`` seconds old. A token that falls short (a claim absent included)
+    raises :class:`InsufficientUserAuthentication`, which the middleware answers
+    401 ``insufficient_user_authentication`` naming both requirements, so the
+    client can ask its authorization server for a stronger or fresher sign-in.
     """
-    checker = require_scopes(*scopes)
+
+    def __init__(
+        self,
+        *,
+        acr_values: Iterable[str] | str = (),
+        max_age: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        # RFC 9470 writes acr_values space-separated; a plain string is read that way.
+        values = acr_values.split() if isinstance(acr_values, str) else tuple(acr_values)
+        for value in values:
+            if not isinstance(value, str) or not value or quote(value) != value or " " in value:
+                raise ValueError(f"acr_values: {value!r} cannot be sent in a challenge")
+        if max_age is not None and (type(max_age) is not int or max_age < 0):
+            raise ValueError("max_age must be a whole number of seconds, 0 or more")
+        if not values and max_age is None:
+            raise ValueError("require_authentication needs acr_values=, max_age= or both")
+        self.acr_values: tuple[str, ...] = tuple(values)
+        self.max_age = max_age
+        self.clock = clock
+
+    def judge(self, token: AccessToken) -> AccessToken:
+        claims = token.claims
+        if self.acr_values:
+            acr = claims.get("acr")
+            if type(acr) is not str or acr not in self.acr_values:
+                raise self._refusal("A different authentication level is required")
+        if self.max_age is not None:
+            auth_time: Any = claims.get("auth_time")
+            # RFC 9470 §4: without auth_time the token cannot show how recent the sign-in is.
+            if type(auth_time) not in (int, float) or self.clock() - auth_time > self.max_age:
+                raise self._refusal("More recent authentication is required")
+        return token
+
+    def _refusal(self, description: str) -> InsufficientUserAuthentication:
+        # Both requirements go in every challenge: the new token must meet both.
+        return InsufficientUserAuthentication(
+            acr_values=self.acr_values, max_age=self.max_age, description=description
+        )
+
+    def __repr__(self) -> str:
+        return f"require_authentication(acr_values={self.acr_values!r}, max_age={self.max_age!r})"
+
+
+def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:
+    """Wrap a Starlette endpoint so ``guard`` checks its request first.
+
+    The refusal is raised, not answered here: the middleware answers it (inside or
+    around Starlette's error handling), so a decorator's challenge is the same as
+    a dependency's, resource metadata and all.
+    """
 
     def decorate(endpoint: F) -> F:
         params = list(inspect.signature(endpoint).parameters)
@@ -174,13 +251,23 @@ def requires_scopes(*scopes: str) -> Callable[[F], F]:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             conn = kwargs.get("request", args[index] if len(args) > index else None)
             if not isinstance(conn, HTTPConnection):
-                raise TypeError("requires_scopes needs the request as an argument")
-            try:
-                checker.check(conn)
-            except AuthError as error:
-                return answer_for(error, realm=None).response()
+                raise TypeError(f"{name} needs the request as an argument")
+            guard.check(conn)
             return await endpoint(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def requires_scopes(*scopes: str) -> Callable[[F], F]:
+    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works)."""
+    return _endpoint_decorator(require_scopes(*scopes), "requires_scopes")
+
+
+def authentication_required(
+    *, acr_values: Iterable[str] | str = (), max_age: int | None = None
+) -> Callable[[F], F]:
+    """Starlette endpoint decorator for step-up (RFC 9470): see :class:`require_authentication`."""
+    guard = require_authentication(acr_values=acr_values, max_age=max_age)
+    return _endpoint_decorator(guard, "authentication_required")

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "InvalidRequest",
     "InvalidToken",
     "MissingToken",
@@ -69,6 +70,31 @@ class InsufficientScope(AuthError):
         super().__init__(
             description or "The access token lacks a required scope",
             reason="insufficient_scope",
+        )
+
+
+class InsufficientUserAuthentication(AuthError):
+    """The token is good but the user's sign-in was too weak or too long ago (RFC 9470 §3): 401.
+
+    A 401 rather than a 403, so the client goes back to the authorization server
+    for a new token, asking for ``acr_values`` and ``max_age`` as the challenge says.
+    """
+
+    status = 401
+    error = "insufficient_user_authentication"
+
+    def __init__(
+        self,
+        *,
+        acr_values: tuple[str, ...] = (),
+        max_age: int | None = None,
+        description: str = "",
+    ) -> None:
+        self.acr_values = acr_values
+        self.max_age = max_age
+        super().__init__(
+            description or "A different authentication level is required",
+            reason="insufficient_user_authentication",
         )
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 import httpx
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -279,7 +279,7 @@ class BearerAuthMiddleware:
         except AuthError as error:
             if started:
                 raise
-            await self._refuse(scope, receive, send, error, access=token_of(Request(scope)))
+            await self._refuse(scope, receive, send, error, access=token_of(HTTPConnection(scope)))
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive, bool]:
         """The token, the receive to use from now on, and whether the token was in the URL."""
