@@ -126,7 +126,9 @@ def _json_object(segment: str) -> dict[str, Any]:
 HEADER_CACHE_SIZE = 256
 
 
-def parse_jws(token: str, header_cache: dict[str, dict[str, Any]] | None = None) -> ParsedJWS:
+def parse_jws(
+    token: str, header_cache: dict[str, dict[str, Any]] | None = None, *, claims: bool = True
+) -> ParsedJWS:
     """Split and decode a compact JWS; every malformation is an ``InvalidToken``.
 
     The caller has already checked the size cap and that ``looks_like_jws`` holds.
@@ -138,6 +140,10 @@ def parse_jws(token: str, header_cache: dict[str, dict[str, Any]] | None = None)
     a cold validation. The cached dicts are shared and must not be mutated; the
     cache starts over at :data:`HEADER_CACHE_SIZE` entries, so a stream of
     distinct headers cannot grow it.
+
+    ``claims=False`` reads a JWS whose payload is not a JWT (the conformance
+    suites' signatures over arbitrary bytes): the payload must still be strict
+    base64url, but is not decoded as JSON, and ``claims`` is left empty.
     """
     header_b64, payload_b64, signature_b64 = token.split(".")
     try:
@@ -148,9 +154,13 @@ def parse_jws(token: str, header_cache: dict[str, dict[str, Any]] | None = None)
                 if len(header_cache) >= HEADER_CACHE_SIZE:
                     header_cache.clear()
                 header_cache[header_b64] = header
-        claims = _json_object(payload_b64)
+        if claims:
+            body = _json_object(payload_b64)
+        else:
+            _b64decode(payload_b64)
+            body = {}
         signature = _b64decode(signature_b64)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidToken("The access token is malformed", reason="malformed") from None
     signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    return ParsedJWS(header, claims, signing_input, signature)
+    return ParsedJWS(header, body, signing_input, signature)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
-__all__ = ["KeySet", "VerificationKey", "shared_secret_keys"]
+__all__ = ["KeySet", "VerificationKey", "has_roca_fingerprint", "shared_secret_keys"]
 
 log = logging.getLogger("bearerguard.keys")
 
@@ -52,6 +53,35 @@ _PUBLIC_MEMBERS: dict[str, tuple[str, ...]] = {
 MIN_RSA_BITS = 2048
 #: RFC 7518 §3.2: an HMAC key at least as long as the hash output.
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def _roca_masks(bound: int) -> tuple[tuple[int, int], ...]:
+    """For each odd prime r up to ``bound``: a bitmask of the powers of 65537 modulo r."""
+    primes = [r for r in range(3, bound + 1) if all(r % d for d in range(2, math.isqrt(r) + 1))]
+    masks = []
+    for r in primes:
+        mask, power = 0, 1
+        while not mask >> power & 1:
+            mask |= 1 << power
+            power = power * 65537 % r
+        masks.append((r, mask))
+    return tuple(masks)
+
+
+#: CVE-2017-15361 (ROCA, Nemec et al., CCS 2017): Infineon's RSALib made primes
+#: ``k * M + (65537**a mod M)`` with M the product of the first primes, so the
+#: modulus is a power of 65537 modulo each of them. For keys of 1984 bits and more
+#: (smaller ones are refused anyway) M holds every prime up to 701: 125 tests, which
+#: a random modulus passes with probability about 2**-167.
+_ROCA_MASKS = _roca_masks(701)
+
+
+def has_roca_fingerprint(modulus: int) -> bool:
+    """True when an RSA modulus has the ROCA fingerprint: its private key can be computed.
+
+    125 remainders of small primes, done once per key per fetch, never per request.
+    """
+    return all(mask >> (modulus % r) & 1 for r, mask in _ROCA_MASKS)
 
 
 class VerificationKey:
@@ -216,9 +246,14 @@ def _parse_jwk(jwk: Any, *, issuer: str, allowed: list[str]) -> list[Verificatio
     except (InvalidKeyError, ValueError, TypeError, KeyError) as exc:
         log.warning("bearerguard.jwks.key_skipped kid=%r reason=%s", kid, type(exc).__name__)
         return []
-    if isinstance(material, rsa.RSAPublicKey) and material.key_size < MIN_RSA_BITS:
-        log.warning("bearerguard.jwks.key_skipped kid=%r reason=rsa_too_small", kid)
-        return []
+    if isinstance(material, rsa.RSAPublicKey):
+        if material.key_size < MIN_RSA_BITS:
+            log.warning("bearerguard.jwks.key_skipped kid=%r reason=rsa_too_small", kid)
+            return []
+        if has_roca_fingerprint(material.public_numbers().n):
+            # Anyone can compute the private key (CVE-2017-15361): a forgery, not a signature.
+            log.warning("bearerguard.jwks.key_skipped kid=%r reason=rsa_roca", kid)
+            return []
     if isinstance(material, ec.EllipticCurvePublicKey) and kty != "EC":
         return []
     return [VerificationKey(kid=kid, alg=alg, kty=kty, key=material, issuer=issuer) for alg in fit]
