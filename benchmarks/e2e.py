@@ -28,6 +28,8 @@ LABELS = {
     "hit": "middleware + same app, cache hit (one token)",
     "hit_rl_memory": "middleware, cache hit + memory rate limit (moving window)",
     "hit_rl_redis": "middleware, cache hit + Redis rate limit (moving window)",
+    "hit_sharing_memory": "middleware, cache hit + token_sharing (memory)",
+    "hit_sharing_redis": "middleware, cache hit + token_sharing (Redis, one script call)",
     "cold_off": "middleware, distinct RS256 tokens, cache off",
     "cold_on": "middleware, distinct RS256 tokens, cache on (every token a miss, stored)",
 }
@@ -147,6 +149,17 @@ def run_e2e(
         )
     else:
         notes["hit_rl_redis"] = "not measured: no redis-server"
+    from bearerguard import TokenSharing
+
+    # Stolen-token detection on, never tripping: what watching costs every request.
+    watch = TokenSharing(max_networks=1_000)
+    drivers["hit_sharing_memory"] = driver(ctx, _middleware(ctx, token_sharing=watch))
+    if redis_url:
+        drivers["hit_sharing_redis"] = driver(
+            ctx, _middleware(ctx, token_sharing=watch, rate_limit_storage=redis_url)
+        )
+    else:
+        notes["hit_sharing_redis"] = "not measured: no redis-server"
     cold_off = _middleware(ctx, cache_size=0)
     drivers["cold_off"] = driver(ctx, cold_off)
     cold_on = _middleware(ctx)

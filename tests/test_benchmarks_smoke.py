@@ -125,11 +125,12 @@ def test_end_to_end_rows_time_plain_starlette_and_the_middleware_in_the_same_rou
 
     result = run_e2e(ctx, rounds=1, redis_url=None, progress=lambda _: None, hit_requests=10)
     rows = result["rows"]
-    for name in ("plain", "hit", "hit_rl_memory", "cold_off", "cold_on"):
+    for name in ("plain", "hit", "hit_rl_memory", "hit_sharing_memory", "cold_off", "cold_on"):
         assert rows[name]["us_per_request"]["n"] == 1, name
     assert rows["plain"]["extra_us"]["median"] == 0
     assert rows["cold_on"]["raw_vs_extra"]["n"] == 1
     assert "hit_rl_redis" in result["notes"]
+    assert "hit_sharing_redis" in result["notes"]
 
 
 def test_end_to_end_driver_fails_loudly_when_the_app_refuses(ctx: inprocess.Context) -> None:

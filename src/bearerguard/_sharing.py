@@ -30,7 +30,7 @@ from typing import Any, Literal
 from starlette.types import Scope
 
 from bearerguard._errors import InvalidToken, Unavailable
-from bearerguard._proxies import IPAddress, TrustedProxies
+from bearerguard._proxies import IPAddress, TrustedProxies, parse_address
 from bearerguard._tokens import AccessToken
 
 __all__ = ["TokenSharing", "TokenSharingWatch"]
@@ -118,8 +118,8 @@ class TokenSharingWatch:
         self.timeout = timeout
         self.outage_cooldown = outage_cooldown
         self._prefix = f"bearerguard:sharing:{_digest(namespace)}:"
-        self._networks: dict[IPAddress, str] = {}
-        self._memory: OrderedDict[str, _Seen] | None = None
+        self._networks: dict[str, str] = {}
+        self._memory: OrderedDict[tuple[str, str], _Seen] | None = None
         self._redis: Any = None
         self._script: Any = None
         self._down_until = 0.0
@@ -146,14 +146,28 @@ class TokenSharingWatch:
                 log.debug("bearerguard.token.sharing_close_failed", exc_info=True)
 
     def network_of(self, address: IPAddress) -> str:
-        """The network an address counts as (``/24`` and ``/48`` by default), memoised."""
-        network = self._networks.get(address)
+        """The network an address counts as (``/24`` and ``/48`` by default)."""
+        prefix = self.policy.prefix_v4 if address.version == 4 else self.policy.prefix_v6
+        return str(ipaddress.ip_network((address, prefix), strict=False))
+
+    def _network_for(self, scope: Scope) -> str | None:
+        """The client's network; without trusted proxies memoised by the peer's host string."""
+        if self.proxies:
+            address = self.proxies.client_address(scope)
+            return None if address is None else self.network_of(address)
+        client = scope.get("client")
+        if not client:
+            return None
+        host = client[0]
+        network = self._networks.get(host)
         if network is None:
-            prefix = self.policy.prefix_v4 if address.version == 4 else self.policy.prefix_v6
-            network = str(ipaddress.ip_network((address, prefix), strict=False))
+            address = parse_address(str(host))
+            if address is None:
+                return None
+            network = self.network_of(address)
             if len(self._networks) >= _NETWORK_MEMO_SIZE:
                 self._networks.clear()
-            self._networks[address] = network
+            self._networks[host] = network
         return network
 
     async def observe(self, token: AccessToken, scope: Scope) -> None:
@@ -162,15 +176,14 @@ class TokenSharingWatch:
         A client whose address cannot be known (no peer, or a trusted proxy that
         forwarded ``unknown``) is not counted: nothing can be said about it.
         """
-        address = self.proxies.client_address(scope)
-        if address is None:
+        network = self._network_for(scope)
+        if network is None:
             return
-        network = self.network_of(address)
-        key = _token_key(token)
         now = self.clock()
         if self._memory is not None:
-            count, flagged, newly = self._observe_in_memory(key, network, now)
+            count, flagged, newly = self._observe_in_memory(_memory_key(token), network, now)
         else:
+            key = _token_key(token)
             if now < self._down_until:
                 self._without_storage(token, None)
                 return
@@ -196,7 +209,9 @@ class TokenSharingWatch:
                 "The access token is being used from too many networks", reason="token_shared"
             )
 
-    def _observe_in_memory(self, key: str, network: str, now: float) -> tuple[int, bool, bool]:
+    def _observe_in_memory(
+        self, key: tuple[str, str], network: str, now: float
+    ) -> tuple[int, bool, bool]:
         book = self._memory
         assert book is not None
         policy = self.policy
@@ -254,6 +269,14 @@ class TokenSharingWatch:
                 retry_after=max(1, math.ceil(self.outage_cooldown)),
                 reason="sharing_unavailable",
             )
+
+
+def _memory_key(token: AccessToken) -> tuple[str, str]:
+    """The in-process key: ``(iss, jti)`` or the token hash, no hashing on the request path."""
+    jti = token.claims.get("jti")
+    if type(jti) is str and jti:
+        return token.issuer, jti
+    return "", token.token_hash
 
 
 def _token_key(token: AccessToken) -> str:
