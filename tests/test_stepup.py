@@ -211,9 +211,11 @@ def test_websocket_route_with_a_stale_sign_in_is_refused_before_accept(
     stale = test_issuer.auth_header({"auth_time": int(time.time()) - 600})
     fresh = test_issuer.auth_header({"auth_time": int(time.time())})
     with TestClient(app) as client:
-        with pytest.raises(WebSocketDenialResponse) as denied:
-            with client.websocket_connect("/ws", headers=stale):
-                pass
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            client.websocket_connect("/ws", headers=stale),
+        ):
+            pass
         assert denied.value.status_code == 401
         assert 'error="insufficient_user_authentication"' in denied.value.headers[
             "www-authenticate"
