@@ -273,3 +273,168 @@ def test_scope_memo_never_remembers_a_malformed_value() -> None:
         with pytest.raises(InvalidToken):
             r.scopes({"scope": "a\tb"})
     assert r.scope_memo == {}
+
+
+# -- scope claims: union, paths, types ---------------------------------------------------
+
+
+def test_scope_claims_are_the_union_of_every_claim_present() -> None:
+    r = rules(scope_claims=("scope", "permissions"))
+    assert r.scopes({"scope": "openid read:a", "permissions": ["write:a"]}) == {
+        "openid",
+        "read:a",
+        "write:a",
+    }
+
+
+def test_scope_claim_dotted_path_reads_nested_claims() -> None:
+    r = rules(scope_claims=("scope", "realm_access.roles"))
+    assert r.scopes({"realm_access": {"roles": ["admin", "user"]}}) == {"admin", "user"}
+    assert r.scopes({"realm_access": {"other": []}}) == frozenset()
+
+
+def test_scope_claim_tuple_path_allows_dots_inside_a_part() -> None:
+    r = rules(scope_claims=(("resource_access", "api.example.com", "roles"),))
+    token = {"resource_access": {"api.example.com": {"roles": ["reader"]}}}
+    assert r.scopes(token) == {"reader"}
+
+
+def test_scope_claim_named_with_dots_is_first_read_as_a_top_level_name() -> None:
+    # Auth0 custom claims are namespaced by URL: one top-level name holding dots.
+    r = rules(scope_claims=("https://example.com/roles",))
+    assert r.scopes({"https://example.com/roles": ["admin"]}) == {"admin"}
+
+
+@pytest.mark.parametrize("value", [{"read": True}, ["read", 5], 7, True])
+def test_scope_claim_present_with_an_unusable_type_is_refused(value: Any) -> None:
+    r = rules(scope_claims=("scope", "permissions"))
+    assert reason(r.scopes, {"scope": "read", "permissions": value}) == "bad_scope"
+
+
+def test_scope_path_through_a_non_object_is_refused() -> None:
+    r = rules(scope_claims=("realm_access.roles",))
+    assert reason(r.scopes, {"realm_access": ["admin"]}) == "bad_scope"
+
+
+@pytest.mark.parametrize(
+    "path", ["scope.roles", "realm_access..roles", ".roles", "", ("aud", "x"), ()]
+)
+def test_scope_path_that_can_never_match_is_a_configuration_error(path: Any) -> None:
+    with pytest.raises(ValueError):
+        rules(scope_claims=("scope", path))
+
+
+def test_scope_claims_given_as_one_string_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="not one string"):
+        rules(scope_claims="scp")
+
+
+# -- client id -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        ({"client_id": "a", "azp": "b", "cid": "c", "appid": "d"}, "a"),
+        ({"azp": "b", "cid": "c", "appid": "d"}, "b"),
+        ({"cid": "c", "appid": "d"}, "c"),
+        ({"appid": "d"}, "d"),
+        ({}, None),
+    ],
+)
+def test_client_id_is_the_first_client_id_claim_present(
+    present: dict[str, Any], expected: str | None
+) -> None:
+    assert rules().client_id(present) == expected
+
+
+def test_client_id_claims_are_configurable() -> None:
+    assert rules(client_id_claims=("app",)).client_id({"azp": "b", "app": "x"}) == "x"
+
+
+def test_client_id_claim_that_is_not_a_string_is_refused() -> None:
+    assert reason(rules().check_claims, claims(azp=["b"]), NOW) == "bad_claim"
+
+
+def test_client_ids_refuse_a_token_of_another_client() -> None:
+    r = rules(client_ids=("app1", "app2"))
+    r.check_claims(claims(client_id="app2"), NOW)
+    assert reason(r.check_claims, claims(client_id="app3"), NOW) == "bad_client"
+
+
+def test_client_ids_refuse_a_token_that_names_no_client() -> None:
+    assert reason(rules(client_ids=("app1",)).check_claims, claims(), NOW) == "bad_client"
+
+
+def test_client_ids_given_as_one_string_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError):
+        rules(client_ids="app1")
+
+
+def test_audience_may_be_omitted_only_when_client_ids_are_given() -> None:
+    with pytest.raises(ValueError, match="client_ids"):
+        rules(audience=None)
+    r = rules(audience=None, client_ids=("app1",))
+    # A Cognito access token: no aud at all; the client decides who it is for.
+    r.check_claims(claims(aud=..., client_id="app1"), NOW)
+    assert reason(r.check_claims, claims(aud=..., client_id="app9"), NOW) == "bad_client"
+
+
+def test_audience_and_client_ids_together_both_apply() -> None:
+    r = rules(client_ids=("app1",))
+    assert reason(r.check_claims, claims(aud="other", client_id="app1"), NOW) == "bad_aud"
+    assert reason(r.check_claims, claims(client_id="app9"), NOW) == "bad_client"
+
+
+# -- expected claims -----------------------------------------------------------------------
+
+
+def test_expected_claim_must_equal_its_value_with_the_same_json_type() -> None:
+    r = rules(expected_claims={"ver": "2.0", "email_verified": True})
+    r.check_claims(claims(ver="2.0", email_verified=True), NOW)
+    assert reason(r.check_claims, claims(ver="1.0", email_verified=True), NOW) == (
+        "unexpected_claim"
+    )
+    assert reason(r.check_claims, claims(ver=2.0, email_verified=True), NOW) == (
+        "unexpected_claim"
+    )
+    assert reason(r.check_claims, claims(ver="2.0", email_verified=1), NOW) == (
+        "unexpected_claim"
+    )
+
+
+def test_expected_claim_collection_accepts_any_listed_value() -> None:
+    r = rules(expected_claims={"ver": ("1.0", "2.0")})
+    r.check_claims(claims(ver="1.0"), NOW)
+    assert reason(r.check_claims, claims(ver="3.0"), NOW) == "unexpected_claim"
+
+
+def test_expected_claim_predicate_decides_and_a_failing_predicate_refuses() -> None:
+    r = rules(expected_claims={"sub": lambda v: isinstance(v, str) and len(v) <= 8})
+    r.check_claims(claims(sub="short"), NOW)
+    assert reason(r.check_claims, claims(sub="far-too-long"), NOW) == "unexpected_claim"
+    boom = rules(expected_claims={"sub": lambda v: v["x"]})
+    assert reason(boom.check_claims, claims(), NOW) == "unexpected_claim"
+
+
+def test_expected_claim_that_is_absent_is_refused() -> None:
+    r = rules(expected_claims={"token_use": "access"})
+    assert reason(r.check_claims, claims(), NOW) == "missing_claim"
+
+
+def test_expected_claim_may_name_a_nested_path() -> None:
+    r = rules(expected_claims={"firebase.sign_in_provider": {"password", "google.com"}})
+    r.check_claims(claims(firebase={"sign_in_provider": "password"}), NOW)
+    assert reason(r.check_claims, claims(firebase={"sign_in_provider": "anonymous"}), NOW) == (
+        "unexpected_claim"
+    )
+
+
+def test_expected_claims_apply_to_introspection_answers_too() -> None:
+    r = rules(expected_claims={"token_use": "access"}, client_ids=("app1",))
+    answer = {"active": True, "client_id": "app1", "token_use": "id"}
+    assert reason(lambda: r.check_claims(answer, NOW, introspected=True)) == (
+        "unexpected_claim"
+    )
+    with pytest.raises(InvalidToken):
+        r.check_claims({"active": True, "token_use": "access"}, NOW, introspected=True)

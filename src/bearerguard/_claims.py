@@ -7,10 +7,10 @@ request path only compares values it already holds.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from bearerguard._config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from bearerguard._config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, ClaimPath, Issuer
 from bearerguard._errors import InvalidToken
 
 __all__ = ["ClaimRules", "read_scopes"]
@@ -40,36 +40,141 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
-def read_scopes(claims: Mapping[str, Any], names: tuple[str, ...]) -> frozenset[str]:
-    """Scopes from the first present claim: a string delimited by SP only, or a list.
+#: Claims whose value is never a JSON object (RFC 7519 §4.1, RFC 8693 §4.2, RFC 9068
+#: §2.2, and the providers' own): a path into one of them can never match anything.
+_NEVER_OBJECTS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp", "client_id", "azp",
+     "cid", "appid", "tid", "ver", "token_use", "typ", "auth_time", "roles", "permissions"}
+)  # fmt: skip
+#: A claim that a path did not find (``None`` counts as absent, as for plain claims).
+_ABSENT: Any = object()
+#: A path whose way in crossed something that is not an object.
+_UNUSABLE: Any = object()
+
+
+class _ClaimPath:
+    """Where one configured claim lives: a top-level name, or a path through objects.
+
+    A string with dots is first looked up as it is (Auth0's namespaced claims such as
+    ``"https://example.com/roles"`` are top-level names), then as a path.
+    """
+
+    __slots__ = ("name", "parts")
+
+    def __init__(self, path: ClaimPath, setting: str) -> None:
+        if isinstance(path, str):
+            parts = tuple(path.split(".")) if "." in path else (path,)
+            name: str | None = path
+        elif isinstance(path, tuple) and path and all(isinstance(p, str) for p in path):
+            parts, name = path, None
+        else:
+            raise ValueError(f"{setting}: {path!r} is neither a claim name nor a tuple of names")
+        if not all(parts):
+            raise ValueError(
+                f"{setting}: {path!r} has an empty part; name a claim, a dotted path "
+                "such as 'realm_access.roles', or a tuple of names"
+            )
+        if len(parts) > 1 and parts[0] in _NEVER_OBJECTS and name not in _NEVER_OBJECTS:
+            raise ValueError(
+                f"{setting}: {path!r} can never match: {parts[0]!r} is never a JSON object"
+            )
+        self.name = name
+        self.parts = parts if len(parts) > 1 else None
+
+    def find(self, claims: Mapping[str, Any]) -> Any:
+        """The value, :data:`_ABSENT`, or :data:`_UNUSABLE` (a non-object on the way)."""
+        name = self.name
+        if name is not None:
+            value = claims.get(name)
+            if value is not None or self.parts is None:
+                return _ABSENT if value is None else value
+        value = claims
+        for part in self.parts or ():
+            if type(value) is not dict:
+                return _UNUSABLE
+            value = value.get(part)
+            if value is None:
+                return _ABSENT
+        return value
+
+    def __str__(self) -> str:
+        return self.name if self.name is not None else ".".join(self.parts or ())
+
+
+def _paths(paths: Sequence[ClaimPath], setting: str) -> tuple[_ClaimPath, ...]:
+    if isinstance(paths, str):
+        raise ValueError(f"{setting} takes a sequence of claim names, not one string: ({paths!r},)")
+    return tuple(_ClaimPath(p, setting) for p in paths)
+
+
+def _scope_set(value: Any) -> frozenset[str]:
+    """One claim's scopes: a string delimited by SP only, or a list of strings.
 
     Only SP separates scopes (RFC 6749 §3.3): splitting on any whitespace would
     turn one scope the issuer granted (``"files:read\u2003admin"``) into two, one of
     them never granted. A list item is one scope, never split. Anything outside
-    the scope-token grammar is refused.
+    the scope-token grammar, or of another type, is refused.
     """
-    for name in names:
-        value = claims.get(name)
-        if value is None:
+    if type(value) is str:
+        scopes = [s for s in value.split(" ") if s]
+    elif type(value) is list and all(type(v) is str for v in value):
+        scopes = value
+    else:
+        scopes = None
+    if scopes is None or not all(_SCOPE_TOKEN.fullmatch(s) for s in scopes):
+        raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
+    return frozenset(scopes)
+
+
+def read_scopes(claims: Mapping[str, Any], names: Sequence[ClaimPath]) -> frozenset[str]:
+    """The union of the scopes in every named claim that is present (see :func:`_scope_set`).
+
+    A named claim present with an unusable type (or a path through a non-object)
+    is a refusal, not an empty set: the issuer meant to say something we cannot read.
+    """
+    found: frozenset[str] = frozenset()
+    for path in _paths(names, "scope_claims"):
+        value = path.find(claims)
+        if value is _ABSENT:
             continue
-        if type(value) is str:
-            scopes = [s for s in value.split(" ") if s]
-        elif type(value) is list and all(type(v) is str for v in value):
-            scopes = value
-        else:
-            scopes = None
-        if scopes is None or not all(_SCOPE_TOKEN.fullmatch(s) for s in scopes):
+        if value is _UNUSABLE:
             raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
-        return frozenset(scopes)
-    return frozenset()
+        found = found | _scope_set(value) if found else _scope_set(value)
+    return found
+
+
+def _expectation(name: str, expected: Any) -> Callable[[Any], bool]:
+    """A predicate for one ``expected_claims`` entry; values compare with their JSON type.
+
+    ``True`` is not ``1`` and ``"2.0"`` is not ``2.0``: a claim of the wrong type is a
+    different claim, whatever Python's ``==`` says.
+    """
+    if callable(expected):
+        predicate: Callable[[Any], bool] = expected
+        return predicate
+    if isinstance(expected, str | bytes | Mapping) or not isinstance(expected, Collection):
+        options: tuple[Any, ...] = (expected,)
+    else:
+        options = tuple(expected)
+    if not options:
+        raise ValueError(f"expected_claims[{name!r}] accepts no value at all")
+
+    def accepts(value: Any) -> bool:
+        return any(type(value) is type(o) and value == o for o in options)
+
+    return accepts
 
 
 class ClaimRules:
     """One issuer's header and claim checks, compiled from its :class:`Issuer`."""
 
     __slots__ = (
+        "_client_id_claims",
+        "_expected",
+        "_scope_paths",
         "algorithms",
         "audiences",
+        "client_ids",
         "issuer",
         "leeway",
         "required",
@@ -88,8 +193,11 @@ class ClaimRules:
             raise ValueError(f"unsupported algorithms: {sorted(unknown)}")
         if algorithms & HMAC_ALGORITHMS and config.shared_secret is None:
             raise ValueError("HMAC algorithms need a shared_secret configured on purpose")
-        if not config.audiences:
-            raise ValueError("at least one audience is required")
+        if not config.audiences and not config.client_ids:
+            raise ValueError(
+                "at least one audience is required; it may be omitted only when client_ids "
+                "names the clients whose tokens this API accepts (Cognito access tokens)"
+            )
         self.algorithms = algorithms
         self.issuer = config.issuer
         self.audiences = frozenset(config.audiences)
@@ -100,30 +208,65 @@ class ClaimRules:
             required += [c for c in _RFC9068_REQUIRED if c not in required]
         self.required = tuple(required)
         self.required_configured = tuple(config.required_claims)
-        self.scope_claims = tuple(config.scope_claims)
+        self._scope_paths = _paths(config.scope_claims, "scope_claims")
+        #: The scope claims as people read them (``inspect``, logs).
+        self.scope_claims = tuple(str(p) for p in self._scope_paths)
         #: Scope strings already judged: an issuer's tokens repeat a handful of them.
         self.scope_memo: dict[str, frozenset[str]] = {}
+        if isinstance(config.client_id_claims, str) or not all(
+            isinstance(n, str) and n for n in config.client_id_claims
+        ):
+            raise ValueError("client_id_claims takes a sequence of claim names")
+        self._client_id_claims = tuple(config.client_id_claims)
+        if isinstance(config.client_ids, str):
+            raise ValueError(f"client_ids takes a sequence of client ids: ({config.client_ids!r},)")
+        if config.client_ids is not None and not config.client_ids:
+            raise ValueError("client_ids is empty: no token could ever be accepted")
+        self.client_ids = frozenset(config.client_ids) if config.client_ids is not None else None
+        expected = []
+        for name, value in config.expected_claims.items():
+            path = _ClaimPath(name, "expected_claims")
+            expected.append((path, _expectation(name, value)))
+        self._expected = tuple(expected)
 
     def scopes(self, claims: Mapping[str, Any]) -> frozenset[str]:
-        """:func:`read_scopes` with this issuer's claim names, remembering string values.
+        """:func:`read_scopes` with this issuer's claims, remembering string values.
 
         The memo is bounded (it starts over at 256 entries), so a stream of distinct
-        scope strings cannot grow it; a malformed value is never remembered.
+        scope strings cannot grow it; a malformed value is never remembered. One
+        claim present (the common case) gives its set as it is, with no union made.
         """
-        for name in self.scope_claims:
+        found: frozenset[str] | None = None
+        for path in self._scope_paths:
+            value = path.find(claims)
+            if value is _ABSENT:
+                continue
+            if type(value) is str:
+                scopes = self.scope_memo.get(value)
+                if scopes is None:
+                    scopes = _scope_set(value)
+                    if len(self.scope_memo) >= 256:
+                        self.scope_memo.clear()
+                    self.scope_memo[value] = scopes
+            elif value is _UNUSABLE:
+                raise InvalidToken(
+                    f"The access token's {path} claim is malformed", reason="bad_scope"
+                )
+            else:
+                scopes = _scope_set(value)
+            found = scopes if found is None else found | scopes
+        return found if found is not None else frozenset()
+
+    def client_id(self, claims: Mapping[str, Any]) -> str | None:
+        """The client the token was issued to: the first of ``client_id_claims`` present."""
+        for name in self._client_id_claims:
             value = claims.get(name)
             if value is None:
                 continue
             if type(value) is not str:
-                return read_scopes(claims, self.scope_claims)
-            found = self.scope_memo.get(value)
-            if found is None:
-                found = read_scopes({name: value}, (name,))
-                if len(self.scope_memo) >= 256:
-                    self.scope_memo.clear()
-                self.scope_memo[value] = found
-            return found
-        return frozenset()
+                raise InvalidToken(f"The access token's {name} is malformed", reason="bad_claim")
+            return value
+        return None
 
     def check_header(self, header: Mapping[str, Any]) -> str:
         """Judge the protected header; return its ``alg``.
@@ -164,8 +307,8 @@ class ClaimRules:
                 "The access token was not issued by a trusted issuer", reason="bad_iss"
             )
         aud = claims.get("aud")
-        if introspected and "aud" not in claims:
-            pass
+        if (introspected and "aud" not in claims) or not self.audiences:
+            pass  # no audience configured: client_ids decides who the token is for
         elif type(aud) is str:
             if aud not in self.audiences:
                 raise InvalidToken("The access token is not for this audience", reason="bad_aud")
@@ -204,3 +347,25 @@ class ClaimRules:
             value = claims.get(name)
             if value is not None and type(value) is not str:
                 raise InvalidToken(f"The access token's {name} is malformed", reason="bad_claim")
+        client = self.client_id(claims)
+        if self.client_ids is not None and client not in self.client_ids:
+            raise InvalidToken(
+                "The access token was issued to a client this API does not accept",
+                reason="bad_client",
+            )
+        for path, accepts in self._expected:
+            value = path.find(claims)
+            if value is _ABSENT:
+                raise InvalidToken(
+                    f"The access token lacks the required claim {str(path)!r}",
+                    reason="missing_claim",
+                )
+            try:
+                ok = value is not _UNUSABLE and accepts(value) is True
+            except Exception:  # a predicate that cannot judge the value refuses it
+                ok = False
+            if not ok:
+                raise InvalidToken(
+                    f"The access token's {path} claim has a value this API does not accept",
+                    reason="unexpected_claim",
+                )

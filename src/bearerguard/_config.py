@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "DEFAULT_ALGORITHMS",
+    "DEFAULT_CLIENT_ID_CLAIMS",
     "HMAC_ALGORITHMS",
+    "ClaimPath",
+    "Expected",
     "FetchPolicy",
     "Issuer",
 ]
@@ -25,6 +28,17 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = (
 ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
 #: HMAC is only accepted when a shared secret is configured on purpose (RFC 8725 §3.1).
 HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
+#: Where providers put the client a token was issued to: RFC 9068 and Cognito
+#: ``client_id``, OIDC ``azp`` (Auth0, Keycloak, Entra v2), Okta ``cid``, Entra v1 ``appid``.
+DEFAULT_CLIENT_ID_CLAIMS: tuple[str, ...] = ("client_id", "azp", "cid", "appid")
+
+#: A claim named by its name (``"scope"``), a dotted path into nested objects
+#: (``"realm_access.roles"``; a top-level claim of that exact name wins), or a tuple
+#: of names for a path whose parts hold dots themselves.
+ClaimPath: TypeAlias = str | tuple[str, ...]
+#: What an expected claim must be: a value, a collection of accepted values, or a
+#: predicate called with the claim's value.
+Expected: TypeAlias = Any | Collection[Any] | Callable[[Any], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +73,24 @@ class Issuer:
     """
 
     issuer: str
-    audience: str | Sequence[str]
+    #: May be omitted only when ``client_ids`` is given (Cognito access tokens carry no ``aud``).
+    audience: str | Sequence[str] | None = None
     jwks_uri: str | None = None
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS
     leeway: float = 60.0
     #: Strict RFC 9068 mode: ``typ`` must be ``at+jwt`` and sub/client_id/iat/jti present.
     rfc9068: bool = False
     required_claims: Sequence[str] = ()
-    #: Claims scopes are read from, first present wins (``scope`` string, ``scp`` list).
-    scope_claims: Sequence[str] = ("scope", "scp")
+    #: Claims scopes are read from (a space-delimited string or a list of strings);
+    #: every one present counts, so roles and permissions can grant scopes too.
+    scope_claims: Sequence[ClaimPath] = ("scope", "scp")
+    #: Claims naming the client the token was issued to; the first present fills
+    #: ``AccessToken.client_id``.
+    client_id_claims: Sequence[str] = DEFAULT_CLIENT_ID_CLAIMS
+    #: The clients this API accepts tokens of (``None``: any client).
+    client_ids: Sequence[str] | None = None
+    #: Claims that must hold a value: ``{"token_use": "access", "ver": ("1.0", "2.0")}``.
+    expected_claims: Mapping[str, Expected] = field(default_factory=dict)
     #: A shared secret for HS* tokens; only with this set may HMAC be allowed.
     shared_secret: str | bytes | None = None
     #: RFC 7662 endpoint; taken from the metadata when not given.
@@ -99,6 +122,8 @@ class Issuer:
 
     @property
     def audiences(self) -> tuple[str, ...]:
+        if self.audience is None:
+            return ()
         if isinstance(self.audience, str):
             return (self.audience,)
         return tuple(self.audience)

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 import httpx
 from jwt.algorithms import get_default_algorithms
 
-from bearerguard._claims import read_scopes
 from bearerguard._config import HMAC_ALGORITHMS, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
@@ -1010,21 +1009,24 @@ class _Inspector:
     def _scopes(self, claims: dict[str, Any]) -> None:
         names = self.rules.scope_claims
         try:
-            scopes = read_scopes(claims, names)
+            scopes = self.rules.scopes(claims)
         except InvalidToken as error:
-            source = next((n for n in names if claims.get(n) is not None), names[0])
             self.add(
                 "scopes",
                 "fail",
-                f"{source} is {_type_name(claims.get(source))}; it must be a space-delimited "
-                "string or an array of strings",
+                f"{error.description}: each of {', '.join(names)} must be a space-delimited "
+                "string or an array of scope tokens where present",
                 error.reason,
             )
             return
         if scopes:
-            origin = next((n for n in names if claims.get(n) is not None), "?")
+            origin = [n for n in names if claims.get(n, claims.get(n.split(".")[0])) is not None]
             self.report.scopes = sorted(scopes)
-            self.add("scopes", "info", f"granted: {' '.join(sorted(scopes))} (from {origin})")
+            self.add(
+                "scopes",
+                "info",
+                f"granted: {' '.join(sorted(scopes))} (from {', '.join(origin) or '?'})",
+            )
         else:
             self.add("scopes", "info", f"none granted (looked in {', '.join(names)})")
         if not self.required_scopes:

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from bearerguard._binding import confirmation_of
-from bearerguard._claims import ClaimRules, read_scopes
+from bearerguard._claims import ClaimRules
 from bearerguard._config import Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
 from bearerguard._fetch import UpstreamError, fetch_json
@@ -230,7 +230,7 @@ class Introspector:
             # so an answer without it may be about a token minted for another API.
             raise InvalidToken("The access token is not for this audience", reason="bad_aud")
         self._rules.check_claims(document, now, introspected=True)
-        read_scopes(document, self._rules.scope_claims)  # a malformed scope is a refusal
+        self._rules.scopes(document)  # a malformed scope is a refusal
         username = document.get("username")
         if username is not None and type(username) is not str:
             raise InvalidToken("The access token's username is malformed", reason="bad_claim")
@@ -247,7 +247,7 @@ class Introspector:
         ``share`` may swap the scope set for an equal one already held (see
         ``ValidationCache.shared_scopes``).
         """
-        scopes = read_scopes(document, self._rules.scope_claims)
+        scopes = self._rules.scopes(document)
         aud = document.get("aud")
         if type(aud) is str:
             audience: tuple[str, ...] = (aud,)
@@ -259,7 +259,7 @@ class Introspector:
         return AccessToken(
             issuer=self.config.issuer,
             subject=document.get("sub"),
-            client_id=document.get("client_id"),
+            client_id=self._rules.client_id(document),
             scopes=share(scopes) if share is not None else scopes,
             audience=audience,
             expires_at=float(exp) if type(exp) is int or type(exp) is float else None,

@@ -326,7 +326,7 @@ class TokenValidator:
         return AccessToken(
             issuer=state.config.issuer,
             subject=claims.get("sub"),
-            client_id=claims.get("client_id"),
+            client_id=state.rules.client_id(claims),
             scopes=self.cache.shared_scopes(state.rules.scopes(claims)),
             audience=audience,
             expires_at=float(exp) if exp is not None else None,
