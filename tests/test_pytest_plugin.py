@@ -117,7 +117,7 @@ def _user_suite(pytester: pytest.Pytester, tests: str, *, conftest: bool = True)
         pytester.makeconftest('pytest_plugins = ["bearerguard.pytest_plugin"]\n')
 
 
-def test_readme_snippet_passes_with_the_plugin_enabled_in_conftest(
+def test_conftest_that_names_the_plugin_still_works(
     pytester: pytest.Pytester,
 ) -> None:
     assert len(README_TEST.strip().splitlines()) < 10
@@ -125,14 +125,20 @@ def test_readme_snippet_passes_with_the_plugin_enabled_in_conftest(
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+def test_plugin_is_registered_by_installing_bearerguard(pytester: pytest.Pytester) -> None:
+    # No conftest line and no -p: the pytest11 entry point registers the fixtures.
+    _user_suite(pytester, README_TEST, conftest=False)
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
 def test_plugin_enabled_with_dash_p(pytester: pytest.Pytester) -> None:
     _user_suite(pytester, README_TEST, conftest=False)
     pytester.runpytest("-p", "bearerguard.pytest_plugin").assert_outcomes(passed=1)
 
 
-def test_plugin_is_opt_in(pytester: pytest.Pytester) -> None:
+def test_plugin_turned_off_with_dash_p_no(pytester: pytest.Pytester) -> None:
     _user_suite(pytester, README_TEST, conftest=False)
-    result = pytester.runpytest()
+    result = pytester.runpytest("-p", "no:bearerguard.pytest_plugin")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'bearer_issuer' not found*"])
 
@@ -252,3 +258,37 @@ def test_no_socket(bearer_issuer, bearer_http_client):
 """,
     )
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_one_clock_moves_the_issuer_and_the_middleware(pytester: pytest.Pytester) -> None:
+    _user_suite(
+        pytester,
+        """
+from fastapi.testclient import TestClient
+from app import create_app
+
+def test_expiry_without_sleeping(bearer_issuer, bearer_clock):
+    assert bearer_issuer.clock is bearer_clock
+    app = create_app(bearer_issuer.issuer, bearer_issuer.audience, clock=bearer_clock)
+    with TestClient(app) as client:
+        headers = bearer_issuer.auth_header(scope="read:items", expires_in=300)
+        assert client.get("/items", headers=headers).status_code == 200
+        bearer_clock.advance(300 + 60)  # the lifetime and the leeway
+        expired = client.get("/items", headers=headers)
+        assert expired.status_code == 401
+        assert 'error="invalid_token"' in expired.headers["www-authenticate"]
+        # Minted an hour later on the same clock: current for the middleware too.
+        bearer_clock.advance(3600)
+        fresh = bearer_issuer.auth_header(scope="read:items")
+        assert client.get("/items", headers=fresh).status_code == 200
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_issuer_without_the_clock_fixture_mints_on_the_real_time(bearer_issuer: TestIssuer) -> None:
+    import time
+
+    assert bearer_issuer.clock is time.time
+    iat = bearer_issuer.claims()["iat"]
+    assert abs(iat - time.time()) < 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Literal
@@ -104,6 +105,7 @@ class BearerAuthMiddleware:
         observer: Observer | None = None,
         trusted_proxies: Sequence[str] = (),
         token_sharing: TokenSharing | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.app = app
         if validator is None:
@@ -146,6 +148,8 @@ class BearerAuthMiddleware:
                 client=http_client,
                 max_token_length=max_token_length,
                 cache_size=cache_size,
+                # Tests share one ManualClock with their TestIssuer; production reads the time.
+                clock=time.time if clock is None else clock,
             )
         self.validator = validator
         if rate_limiter is None and rate_limit is not None:

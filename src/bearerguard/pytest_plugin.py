@@ -1,11 +1,10 @@
-"""pytest fixtures for testing your own bearerguard-protected API (opt-in plugin).
+"""pytest fixtures for testing your own bearerguard-protected API.
 
-Enable it in the test run, not by installing: ``pytest -p bearerguard.pytest_plugin``,
-or in the top-level ``conftest.py``::
-
-    pytest_plugins = ["bearerguard.pytest_plugin"]
-
-Then a test reads::
+Installing bearerguard registers this plugin with pytest (a ``pytest11`` entry
+point), so the fixtures are there with no configuration; ``-p no:bearerguard.pytest_plugin``
+turns it off. Until a test asks for one of its fixtures it imports nothing but
+pytest: a project that merely has bearerguard installed pays nothing at
+collection time. A test reads::
 
     def test_items(bearer_issuer):
         app = create_app(issuer=bearer_issuer.issuer, audience=bearer_issuer.audience)
@@ -25,14 +24,17 @@ takes :class:`TestIssuer`'s keyword arguments::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
-from bearerguard.testing import TestIssuer
+if TYPE_CHECKING:  # imported by the fixtures themselves, when first used
+    import httpx
+
+    from bearerguard.testing import ManualClock, TestIssuer
 
 __all__ = [
+    "bearer_clock",
     "bearer_http_client",
     "bearer_issuer",
     "bearer_issuer_session",
@@ -64,9 +66,29 @@ def _issuer_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
+def bearer_clock() -> ManualClock:
+    """A clock the test moves by hand, shared with ``bearer_issuer`` when both are asked for.
+
+    Pass it to the middleware too (``clock=bearer_clock``): ``bearer_clock.advance(301)``
+    then expires a five-minute token for the issuer and the API alike.
+    """
+    from bearerguard.testing import ManualClock
+
+    return ManualClock()
+
+
+@pytest.fixture
 def bearer_issuer(request: pytest.FixtureRequest) -> Iterator[TestIssuer]:
-    """A development issuer on 127.0.0.1 for this test only, closed afterwards."""
-    with TestIssuer(**_issuer_options(request)) as issuer:
+    """A development issuer on 127.0.0.1 for this test only, closed afterwards.
+
+    It mints on ``bearer_clock`` when the test uses that fixture, else on the real time.
+    """
+    from bearerguard.testing import TestIssuer
+
+    options = _issuer_options(request)
+    if "bearer_clock" in request.fixturenames:
+        options.setdefault("clock", request.getfixturevalue("bearer_clock"))
+    with TestIssuer(**options) as issuer:
         yield issuer
 
 
@@ -76,6 +98,8 @@ def make_bearer_issuer() -> Iterator[Callable[..., TestIssuer]]:
 
     Takes :class:`TestIssuer`'s keyword arguments: ``make_bearer_issuer(algorithms=["ES256"])``.
     """
+    from bearerguard.testing import TestIssuer
+
     made: list[TestIssuer] = []
 
     def make(**options: Any) -> TestIssuer:
@@ -95,6 +119,8 @@ def bearer_issuer_session() -> Iterator[TestIssuer]:
     Every test sees the same keys and switches, so leave ``rotate``, ``outage`` and
     friends to tests that use the function-scoped ``bearer_issuer``.
     """
+    from bearerguard.testing import TestIssuer
+
     with TestIssuer() as issuer:
         yield issuer
 
@@ -111,4 +137,6 @@ def bearer_http_client(bearer_transport: httpx.AsyncBaseTransport) -> httpx.Asyn
 
     It holds no connections (the transport is in-process), so it needs no closing.
     """
+    import httpx
+
     return httpx.AsyncClient(transport=bearer_transport, follow_redirects=False)

@@ -115,11 +115,15 @@ def tamper(token: str) -> str:
 class ManualClock:
     """A clock a test moves by hand (``clock.advance(30)``): lifetimes tested without sleeping.
 
-    Pass it wherever bearerguard takes ``clock=`` (the validator, the caches).
+    Give the same clock to the issuer and to the middleware
+    (``TestIssuer(clock=clock)``, ``BearerAuthMiddleware(..., clock=clock)``): tokens
+    are then minted and judged on one timeline, and ``advance(301)`` expires a
+    five-minute token everywhere at once. It starts at the real time, so tokens
+    minted against it also read as current to anything still on the real clock.
     """
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
 
     def __call__(self) -> float:
         return self.now
@@ -250,6 +254,7 @@ class TestIssuer:
         audience: str = DEFAULT_AUDIENCE,
         path: str = "",
         client_id: str = "test-client",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         algs = tuple(algorithms)
         if not algs:
@@ -258,6 +263,9 @@ class TestIssuer:
             raise ValueError("path must start with '/' and not end with one")
         self.audience = audience
         self.client_id = client_id
+        #: The time tokens are minted at and introspection judges ``exp`` by (a
+        #: :class:`ManualClock` shared with the middleware moves both).
+        self.clock = clock
         self._path = path
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -464,7 +472,7 @@ class TestIssuer:
         ``audience=None`` or ``expires_in=None`` leave ``aud`` or ``exp`` out; ``drop``
         removes any claim by name.
         """
-        now = int(time.time())
+        now = int(self.clock())
         body: dict[str, Any] = {
             "iss": self.issuer,
             "sub": "test-user",
@@ -539,12 +547,12 @@ class TestIssuer:
 
     def mint_expired(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """Expired an hour ago (well beyond any sane leeway)."""
-        now = int(time.time())
+        now = int(self.clock())
         return self.mint({"iat": now - 7200, **(claims or {})}, expires_in=-3600, **kwargs)
 
     def mint_not_yet_valid(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """``nbf`` an hour from now."""
-        return self.mint({"nbf": int(time.time()) + 3600, **(claims or {})}, **kwargs)
+        return self.mint({"nbf": int(self.clock()) + 3600, **(claims or {})}, **kwargs)
 
     def mint_wrong_audience(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         return self.mint(claims, audience="https://not-this-api.example.com", **kwargs)
@@ -715,7 +723,7 @@ class TestIssuer:
         if document is None and token not in self._revoked and token.count(".") == 2:
             document = self._own_jwt_claims(token)
         exp = document.get("exp") if document is not None else None
-        if document is None or (isinstance(exp, int | float) and exp <= time.time()):
+        if document is None or (isinstance(exp, int | float) and exp <= self.clock()):
             return Response(200, {"active": False})
         return Response(200, document)
 
