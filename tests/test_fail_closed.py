@@ -8,18 +8,28 @@ gets (status, RFC 6750 challenge and body), not only that something was refused.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from jwt.algorithms import ECAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bearerguard import BearerAuthMiddleware, FetchPolicy, token_of
-from bearerguard.testing import TestIssuer
+from bearerguard._demo import create_demo_app
+from bearerguard._keys import VerificationKey
+from bearerguard.testing import TestIssuer, generate_key, tamper
 
 pytestmark = pytest.mark.anyio
 
@@ -52,6 +62,35 @@ async def client(test_issuer: TestIssuer) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=starlette_app(test_issuer))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes) -> str:
+    encoded = [b64(json.dumps(part).encode()) for part in (header, claims)]
+    return ".".join([*encoded, b64(signature)])
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on a free 127.0.0.1 port; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def answer(response: httpx.Response) -> tuple[int, str, bytes]:
+    return response.status_code, response.headers["www-authenticate"], response.content
 
 
 def assert_invalid_token(response: httpx.Response) -> None:
@@ -92,3 +131,104 @@ async def test_rule2_bound_tokens_are_never_accepted_as_plain_bearer_tokens(
                 assert_invalid_token(await c.get("/me", headers=bearer(token)))
         plain = await c.get("/me", headers=test_issuer.auth_header(audience=AUD))
         assert plain.status_code == 200
+
+
+# -- rule 3: nothing a client sends causes a 5xx -----------------------------------------
+
+
+async def test_rule3_nothing_a_client_sends_causes_a_5xx(test_issuer: TestIssuer) -> None:
+    cooldown = 1.0
+    app = starlette_app(test_issuer, fetch=FetchPolicy(timeout=2.0, cooldown=cooldown))
+    jwks = test_issuer.jwks_path
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as c:
+        assert (await c.get("/me", headers=test_issuer.auth_header(audience=AUD))).is_success
+        bad_signature = answer(
+            await c.get("/me", headers=bearer(tamper(test_issuer.mint(audience=AUD))))
+        )
+        assert bad_signature[0] == 401  # and that spent the cooldown on a re-check
+        forged = test_issuer.mint(audience=AUD, kid="never-published", key=generate_key("RS256"))
+        assert answer(await c.get("/me", headers=bearer(forged))) == bad_signature
+        # A genuine rotation inside the cooldown: unknown, unchecked, the same 401...
+        test_issuer.rotate()
+        rotated = test_issuer.mint(audience=AUD)
+        assert answer(await c.get("/me", headers=bearer(rotated))) == bad_signature
+        fetches = test_issuer.requests[jwks]
+        # ...and one refresh when the cooldown ends, with no request needed to start it.
+        await asyncio.sleep(cooldown + 0.5)
+        assert test_issuer.requests[jwks] == fetches + 1
+        assert (await c.get("/me", headers=bearer(rotated))).is_success
+        assert test_issuer.requests[jwks] == fetches + 1
+
+
+async def test_rule3_a_token_without_kid_is_tried_against_a_bounded_number_of_keys(
+    test_issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [
+        {**ECAlgorithm.to_jwk(generate_key("ES256").public_key(), as_dict=True), "kid": f"k{i}"}
+        for i in range(50)
+    ]
+    test_issuer.serve_jwks({"keys": keys})
+    tried = 0
+    verify = VerificationKey.verify
+
+    def counting(self: VerificationKey, signing_input: bytes, signature: bytes) -> bool:
+        nonlocal tried
+        tried += 1
+        return verify(self, signing_input, signature)
+
+    monkeypatch.setattr(VerificationKey, "verify", counting)
+    claims = test_issuer.claims(audience=AUD)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=starlette_app(test_issuer)), base_url="http://t"
+    ) as c:
+        for _ in range(3):
+            token = forge({"alg": "ES256", "typ": "at+jwt"}, claims, secrets.token_bytes(64))
+            assert_invalid_token(await c.get("/me", headers=bearer(token)))
+    assert 0 < tried <= 3 * 4  # at most 4 keys per forged token, of the 50 published
+
+
+async def test_rule3_a_forged_token_flood_on_the_demo_app_gets_no_5xx(
+    test_issuer: TestIssuer,
+) -> None:
+    """1,000 forged tokens (random kids, no kid, bad signatures) within one cooldown (30 s)."""
+    good = test_issuer.mint(audience=AUD, scope="read:items")
+    claims = test_issuer.claims(audience=AUD, scope="read:items")
+    forger = generate_key("RS256")
+    forged = []
+    for i in range(1000):
+        kind = i % 3
+        if kind == 0:  # a random kid, properly signed by a key the issuer never had
+            forged.append(test_issuer.mint(claims, kid=secrets.token_hex(8), key=forger))
+        elif kind == 1:  # no kid, random signature bytes
+            forged.append(forge({"alg": "RS256", "typ": "at+jwt"}, claims, os.urandom(256)))
+        else:  # the issuer's own kid, a signature that does not verify
+            forged.append(tamper(test_issuer.mint(claims, audience=AUD)))
+    statuses: dict[int, int] = {}
+    async with (
+        serve(create_demo_app(test_issuer.issuer)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as c,
+    ):
+        assert (await c.get("/items", headers=bearer(good))).is_success
+        fetches = test_issuer.requests[test_issuer.jwks_path]
+        began = asyncio.get_running_loop().time()
+        gate = asyncio.Semaphore(20)
+
+        async def attack(token: str) -> None:
+            async with gate:
+                status = (await c.get("/items", headers=bearer(token))).status_code
+            statuses[status] = statuses.get(status, 0) + 1
+
+        await asyncio.gather(*(attack(t) for t in forged))
+        seconds = asyncio.get_running_loop().time() - began
+        assert (await c.get("/items", headers=bearer(good))).is_success
+    fivexx = sum(n for status, n in statuses.items() if status >= 500)
+    extra = test_issuer.requests[test_issuer.jwks_path] - fetches
+    print(
+        f"\n[rule 3] 1,000 forged tokens in {seconds:.1f} s against the demo app: "
+        f"{fivexx} 5xx, statuses {statuses}, {extra} JWKS fetch(es)"
+    )
+    assert seconds < 30  # within one cooldown of the demo's FetchPolicy
+    assert fivexx == 0 and statuses == {401: 1000}
+    assert extra <= 2  # one forced refresh in the cooldown, and the one it schedules

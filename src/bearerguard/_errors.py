@@ -16,6 +16,7 @@ __all__ = [
     "MissingToken",
     "RateLimited",
     "Unavailable",
+    "signature_refused",
 ]
 
 
@@ -57,6 +58,15 @@ class InvalidToken(AuthError):
 
     status = 401
     error = "invalid_token"
+
+
+def signature_refused(reason: str) -> InvalidToken:
+    """The one answer for a signature we cannot verify: bad, unknown ``kid`` or no fitting key.
+
+    Same status, challenge and body whatever the cause (only ``reason``, which is
+    logged and never sent, differs), so a forger learns nothing about our keys.
+    """
+    return InvalidToken("The access token's signature is invalid", reason=reason)
 
 
 class InsufficientScope(AuthError):

@@ -8,14 +8,18 @@ The rules, and why:
 * A ``kid`` we do not know may mean the issuer rotated its keys: one refresh is
   made (single-flight, so a thousand such requests cost one fetch) and the request
   is judged with the refreshed keys. At most one such refresh happens per
-  ``cooldown``, so a stream of random ``kid`` s cannot make us hammer the issuer,
-  and a genuine rotation is seen within one cooldown at worst. A ``kid`` that
-  only the cooldown kept us from checking is a 503 with ``Retry-After`` (the
-  seconds left), not a 401: an attacker's random ``kid`` spends the refresh, and
-  the rotation's new tokens must not be thrown away by their clients meanwhile.
-* When keys cannot be had (never fetched, too stale, or the check for a new
-  ``kid`` failed) the answer is :class:`~bearerguard._errors.Unavailable` (503),
-  never :class:`~bearerguard._errors.InvalidToken`: clients keep good tokens.
+  ``cooldown``, so a stream of random ``kid`` s cannot make us hammer the issuer.
+* An unknown ``kid`` we could not check (the cooldown was spent, or the check
+  failed while last-known-good keys are in hand) is a 401 exactly like a bad
+  signature, never a 503: a forged token is the client's doing, and an attacker
+  must not be able to make the API look down to load balancers and SLO alerts.
+  Such a ``kid`` schedules one refresh for when the cooldown ends, so a genuine
+  rotation is picked up within one cooldown even if no request comes meanwhile;
+  a ``kid`` a fetch showed absent (or withdrew) is settled for one cooldown, then
+  checked again like any unknown one.
+* When keys cannot be had at all (never fetched, or past ``max_stale``) the answer
+  is :class:`~bearerguard._errors.Unavailable` (503), never
+  :class:`~bearerguard._errors.InvalidToken`: clients keep good tokens.
 * Keys belong to the issuer whose JWKS served them (RFC 8725 §3.8).
 """
 
@@ -31,7 +35,7 @@ from typing import Any
 import httpx
 
 from bearerguard._config import Issuer
-from bearerguard._errors import InvalidToken, Unavailable
+from bearerguard._errors import InvalidToken, Unavailable, signature_refused
 from bearerguard._fetch import Backoff, UpstreamError, fetch_json
 from bearerguard._flight import SingleFlight
 from bearerguard._keys import KeySet, VerificationKey
@@ -86,10 +90,11 @@ class JWKSCache:
         self._ok_seq = 0
         self.fetches = 0
         self.failures = 0
-        # Kids the issuer published and then withdrew: their tokens are refused at once.
-        self._withdrawn: set[str] = set()
-        # kid -> (refreshes started, clock) when it was first seen unknown, for one cooldown.
+        # kid -> (refreshes started, clock) when it was first seen unknown (or withdrawn),
+        # for one cooldown.
         self._unknown_since: dict[str, tuple[int, float]] = {}
+        # The refresh an unchecked unknown kid scheduled for the end of the cooldown.
+        self._deferred: asyncio.TimerHandle | None = None
 
     # -- what others may look at -------------------------------------------------
 
@@ -136,11 +141,10 @@ class JWKSCache:
     async def get_keys(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         """Keys that may verify a token with this ``kid`` and ``alg`` (see ``KeySet.candidates``).
 
-        Raises ``InvalidToken`` (reason ``unknown_kid``) when a fetch begun after the
-        request arrived shows the issuer does not publish ``kid``, and ``Unavailable``
-        when that cannot be known right now: the issuer is down, or the unknown-kid
-        cooldown forbids a fetch (reason ``unknown_kid_cooldown``, ``retry_after`` the
-        seconds left in it).
+        Raises ``InvalidToken`` (reason ``unknown_kid``, the answer of a bad signature)
+        when the keys in hand do not hold ``kid`` and a refresh did not bring it (or
+        could not be made: cooldown, failed fetch), and ``Unavailable`` only when no
+        keys can be had at all.
         """
         if kid is not None and type(kid) is not str:
             raise InvalidToken("The access token is malformed", reason="bad_kid")
@@ -179,27 +183,16 @@ class JWKSCache:
             keyset = self._keyset
             return keyset.candidates(kid, alg) if keyset is not None else None
 
-        if kid in self._withdrawn:
-            # A fetch showed the issuer withdrew this key: no check can bring it back.
-            raise InvalidToken(
-                "The access token was signed with a withdrawn key", reason="unknown_kid"
-            )
         if kid is not None:
             arrival = self._first_seen_unknown(kid, arrival)
         found = await self._refresh_until(probe, arrival, "unknown_kid", kid)
         if found is not None:
             return found
-        if self._ok_seq > arrival:
-            # Keys fetched after the request arrived lack the kid: the token is bad.
-            raise InvalidToken(
-                "The access token was signed with an unknown key", reason="unknown_kid"
-            )
-        if not self._last_ok:
-            # The check for a new key failed: the issuer is down, not the token bad.
-            raise self._unavailable(self._clock())
-        # The cooldown (spent by someone else's unknown kid) stopped the check: the kid
-        # may be a genuine rotation, so the client must come back rather than drop it.
-        raise self._cooling_down(self._clock())
+        if self._ok_seq <= arrival:
+            # Unchecked (the cooldown was spent, or the fetch failed): the kid may be a
+            # genuine rotation, so look once more when the cooldown ends.
+            self._defer_refresh()
+        raise signature_refused("unknown_kid")
 
     def _first_seen_unknown(self, kid: str, arrival: int) -> int:
         """When this kid was first found unknown, if within one cooldown; else now.
@@ -213,10 +206,35 @@ class JWKSCache:
         seen = self._unknown_since.get(kid)
         if seen is not None and 0 <= now - seen[1] < self._policy.cooldown:
             return min(arrival, seen[0])
+        self._settle_unknown(kid, arrival, now)
+        return arrival
+
+    def _settle_unknown(self, kid: str, seq: int, now: float) -> None:
         if len(self._unknown_since) >= _MAX_UNKNOWN_KIDS:
             self._unknown_since.clear()
-        self._unknown_since[kid] = (arrival, now)
-        return arrival
+        self._unknown_since[kid] = (seq, now)
+
+    def _defer_refresh(self) -> None:
+        """Schedule one refresh for the end of the cooldown, unless one is scheduled already."""
+        if self._deferred is not None:
+            return
+        forced = self._last_forced
+        left = self._policy.cooldown - (self._clock() - forced) if forced is not None else 0.0
+        seq = self._started
+        self._deferred = asyncio.get_running_loop().call_later(
+            min(max(left, 0.0), self._policy.cooldown), self._deferred_refresh, seq
+        )
+
+    def _deferred_refresh(self, seq: int) -> None:
+        self._deferred = None
+        if self._ok_seq > seq or self._flight.current() is not None:
+            return  # a fetch since the kid was refused has already looked
+        self._last_forced = self._clock()
+        log.info(
+            "bearerguard.jwks.unknown_kid issuer=%s action=deferred_refresh",
+            self._issuer.issuer,
+        )
+        self._start("unknown_kid")
 
     async def recheck(
         self, kid: str | None, alg: str, tried: tuple[VerificationKey, ...]
@@ -288,7 +306,10 @@ class JWKSCache:
         return await self._join(self._start("requested"))
 
     async def aclose(self) -> None:
-        """Cancel a fetch in flight and the metadata's (at shutdown)."""
+        """Cancel a fetch in flight, a scheduled one, and the metadata's (at shutdown)."""
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         await self._flight.aclose()
         await self._metadata.aclose()
 
@@ -364,12 +385,13 @@ class JWKSCache:
             new.skipped,
             ttl,
         )
-        self._withdrawn.difference_update(kids)
         if old is not None and changed:
             before = {k.kid for k in old.keys}
-            if len(self._withdrawn) >= _MAX_UNKNOWN_KIDS:
-                self._withdrawn.clear()
-            self._withdrawn.update(k for k in before - kids if k is not None)
+            # A withdrawn kid is settled by this fetch for one cooldown (its tokens get
+            # their 401 at once), then looked for again like any unknown kid.
+            for kid in before - kids:
+                if kid is not None:
+                    self._settle_unknown(kid, seq - 1, new.fetched_at)
             log.info(
                 "bearerguard.jwks.rotated issuer=%s added=%s removed=%s generation=%d",
                 self._issuer.issuer,
@@ -390,15 +412,6 @@ class JWKSCache:
             exc.description if isinstance(exc, Unavailable) else exc,
             delay,
             "none" if self._keyset is None else "last_known_good",
-        )
-
-    def _cooling_down(self, now: float) -> Unavailable:
-        forced = self._last_forced
-        left = self._policy.cooldown - (now - forced) if forced is not None else 0.0
-        return Unavailable(
-            "The issuer's signing keys are being checked for a new key; retry shortly",
-            retry_after=max(1, math.ceil(left)),
-            reason="unknown_kid_cooldown",
         )
 
     def _unavailable(self, now: float) -> Unavailable:

@@ -51,6 +51,9 @@ _PUBLIC_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 #: RFC 7518 §3.3 and §4.2: RSA keys of 2048 bits or larger MUST be used.
 MIN_RSA_BITS = 2048
+#: Most keys one token is tried against (a token without ``kid``, or a JWKS that lists
+#: one ``kid`` many times): forging against a large JWKS costs a few verifications.
+MAX_CANDIDATES = 4
 #: RFC 7518 §3.2: an HMAC key at least as long as the hash output.
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
@@ -149,15 +152,17 @@ class KeySet:
             if key.kid is not None:
                 by_kid.setdefault(key.kid, {}).setdefault(key.alg, []).append(key)
             by_alg.setdefault(key.alg, []).append(key)
-        self._by_kid = {k: {a: tuple(v) for a, v in d.items()} for k, d in by_kid.items()}
-        self._by_alg = {a: tuple(v) for a, v in by_alg.items()}
+        top = MAX_CANDIDATES
+        self._by_kid = {k: {a: tuple(v[:top]) for a, v in d.items()} for k, d in by_kid.items()}
+        self._by_alg = {a: tuple(v[:top]) for a, v in by_alg.items()}
 
     def candidates(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...] | None:
         """Keys that may verify a token with this header.
 
         ``None`` means the ``kid`` is unknown (a refresh may help); an empty tuple
         means the kid is known but no key of it is fit for ``alg`` (no refresh helps).
-        A token without ``kid`` is only tried against keys whose algorithm matches.
+        A token without ``kid`` is only tried against keys whose algorithm matches,
+        and never more than :data:`MAX_CANDIDATES` of them (the first the JWKS lists).
         """
         if kid is None:
             return self._by_alg.get(alg, ())

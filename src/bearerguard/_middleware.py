@@ -418,14 +418,8 @@ class BearerAuthMiddleware:
 
 
 def _log_level(error: AuthError) -> int:
-    """WARNING when an upstream is failing; INFO for what a client's token caused.
-
-    A random-kid flood during the JWKS cooldown is the client's doing, so its 503s
-    stay at INFO rather than one warning line per forged request.
-    """
-    if isinstance(error, Unavailable) and error.reason != "unknown_kid_cooldown":
-        return logging.WARNING
-    return logging.INFO
+    """WARNING when an upstream is failing (a 503); INFO for what a client's token caused."""
+    return logging.WARNING if isinstance(error, Unavailable) else logging.INFO
 
 
 def _printable(path: str) -> str:

@@ -42,7 +42,7 @@ from bearerguard._cache import (
 )
 from bearerguard._claims import ClaimRules
 from bearerguard._config import HMAC_ALGORITHMS, Issuer
-from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._errors import AuthError, InvalidToken, Unavailable, signature_refused
 from bearerguard._fetch import new_client
 from bearerguard._flight import KeyedFlight
 from bearerguard._introspection import Introspector, cache_deadline
@@ -305,7 +305,7 @@ class TokenValidator:
             if candidates is None:
                 candidates = await state.jwks.get_keys(kid, alg)
         if not candidates:
-            raise InvalidToken("No key of the issuer fits the access token", reason="no_key")
+            raise signature_refused("no_key")
         for key in candidates:
             if key.verify(jws.signing_input, jws.signature):
                 return key
@@ -315,7 +315,7 @@ class TokenValidator:
             for key in await state.jwks.recheck(kid, alg, candidates):
                 if key.verify(jws.signing_input, jws.signature):
                     return key
-        raise InvalidToken("The access token's signature is invalid", reason="bad_signature")
+        raise signature_refused("bad_signature")
 
     def _access_token(
         self, state: IssuerState, claims: dict[str, Any], digest: str, key: VerificationKey | None

@@ -75,8 +75,7 @@ async def test_tokens_of_dropped_keys_are_refused(
             if await status_of(client, old_rs) == 401:
                 break
             await anyio.sleep(0.2)
-        # Within the unknown-kid cooldown a kid the API could not re-check is a 503
-        # with Retry-After (never a false 401); past it, the refusal is definite.
+        # Past the cooldown the dropped kid has been looked for again and is refused.
         await anyio.sleep(COOLDOWN * 1.5)
         refused_rs = await client.get("/items", headers=bearer(old_rs))
         refused_es = await client.get("/items", headers=bearer(old_es))
