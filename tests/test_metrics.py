@@ -25,14 +25,15 @@ from bearerguard.testing import TestIssuer
 def make_app(issuer: TestIssuer, observer: Observer, **middleware: Any) -> FastAPI:
     client_id, client_secret = issuer.introspection_client
     app = FastAPI()
-    options: dict[str, Any] = {
-        "issuer": issuer.issuer,
-        "audience": issuer.audience,
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "fetch": FetchPolicy(timeout=1.0, cooldown=0.1),
-        "observer": observer,
-    }
+    options: dict[str, Any] = {"observer": observer}
+    if "validator" not in middleware:
+        options.update(
+            issuer=issuer.issuer,
+            audience=issuer.audience,
+            client_id=client_id,
+            client_secret=client_secret,
+            fetch=FetchPolicy(timeout=1.0, cooldown=0.1),
+        )
     options.update(middleware)
     app.add_middleware(BearerAuthMiddleware, **options)
 

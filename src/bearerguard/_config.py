@@ -1,10 +1,17 @@
-"""Configuration as plain dataclasses: what to trust, and how hard to try upstream."""
+"""Configuration as plain dataclasses: what to trust, and how hard to try upstream.
+
+Each default is written once, here, and each check runs here, when the object is
+made: a mistake in configuration fails at startup with the field's name, never on
+the first request. The middleware's issuer keywords are :class:`IssuerOptions`,
+forwarded to :class:`Issuer` unchanged.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -15,6 +22,7 @@ __all__ = [
     "Expected",
     "FetchPolicy",
     "Issuer",
+    "IssuerOptions",
 ]
 
 #: The default allowlist: every asymmetric algorithm, never ``none``, never HMAC.
@@ -62,6 +70,18 @@ class FetchPolicy:
     max_keys: int = 100
     #: Fraction of the lifetime after which a background refresh starts.
     refresh_ahead: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("min_ttl", "max_ttl", "default_ttl", "cooldown", "max_stale"):
+            _non_negative(self, name)
+        for name in ("timeout", "max_bytes", "max_keys"):
+            if not _number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"FetchPolicy.{name} must be positive")
+        for name in ("max_bytes", "max_keys"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"FetchPolicy.{name} must be an integer")
+        if not 0 < self.refresh_ahead <= 1:
+            raise ValueError("FetchPolicy.refresh_ahead must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +140,55 @@ class Issuer:
     discovery: bool = True
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
+    def __post_init__(self) -> None:
+        # Sequences are kept as tuples, so a list the caller mutates later changes nothing.
+        for name in ("algorithms", "required_claims", "scope_claims", "client_id_claims"):
+            _as_tuple(self, name)
+        if self.client_ids is not None:
+            _as_tuple(self, "client_ids")
+            if not self.client_ids:
+                raise ValueError("client_ids is empty: no token could ever be accepted")
+        if self.audience is not None and not isinstance(self.audience, str):
+            object.__setattr__(self, "audience", tuple(self.audience))
+        if not isinstance(self.issuer, str) or not self.issuer:
+            raise ValueError("Issuer.issuer must be a non-empty string")
+        if not all(isinstance(a, str) and a for a in self.audiences):
+            raise ValueError("each audience must be a non-empty string")
+        if not self.audiences and not self.client_ids:
+            raise ValueError(
+                "at least one audience is required; it may be omitted only when client_ids "
+                "names the clients whose tokens this API accepts (Cognito access tokens)"
+            )
+        if not all(isinstance(n, str) and n for n in self.client_id_claims):
+            raise ValueError("client_id_claims takes a sequence of claim names")
+        algorithms = frozenset(self.algorithms)
+        if "none" in algorithms or not algorithms:
+            raise ValueError("the algorithm allowlist must be non-empty and never contain 'none'")
+        unknown = algorithms - ASYMMETRIC_ALGORITHMS - HMAC_ALGORITHMS
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {sorted(unknown)}")
+        if algorithms & HMAC_ALGORITHMS and self.shared_secret is None:
+            raise ValueError("HMAC algorithms need a shared_secret configured on purpose")
+        for name in ("leeway", "jwt_cache_ttl", "introspection_cache_ttl", "negative_cache_ttl"):
+            _non_negative(self, name)
+        if self.introspection_auth not in ("client_secret_basic", "client_secret_post"):
+            raise ValueError(f"unsupported introspection_auth {self.introspection_auth!r}")
+        if self.opaque not in ("introspect", "reject"):
+            raise ValueError(f"opaque must be 'introspect' or 'reject', not {self.opaque!r}")
+        if type(self.introspection_concurrency) is not int or self.introspection_concurrency < 1:
+            raise ValueError("introspection_concurrency must be a positive integer")
+        if self.introspect_all and not self.has_client_credentials:
+            raise ValueError(
+                f"introspect_all for {self.issuer!r} needs client_id and client_secret"
+            )
+        if self.cache_url is not None and not self.introspects:
+            raise ValueError(
+                f"cache_url shares introspection results, but {self.issuer!r} "
+                "does not introspect (it needs client_id and client_secret)"
+            )
+        if not isinstance(self.fetch, FetchPolicy):
+            raise ValueError("Issuer.fetch must be a FetchPolicy")
+
     @property
     def audiences(self) -> tuple[str, ...]:
         if self.audience is None:
@@ -127,3 +196,75 @@ class Issuer:
         if isinstance(self.audience, str):
             return (self.audience,)
         return tuple(self.audience)
+
+    @property
+    def has_client_credentials(self) -> bool:
+        """Both halves of the client credentials introspection authenticates with."""
+        return bool(self.client_id) and self.client_secret is not None
+
+    @property
+    def introspects(self) -> bool:
+        """Whether some token of this issuer is ever sent to its introspection endpoint."""
+        return self.has_client_credentials and (self.opaque == "introspect" or self.introspect_all)
+
+    @property
+    def uses_jwks(self) -> bool:
+        """Whether some allowed algorithm is verified with the issuer's published keys."""
+        return any(a not in HMAC_ALGORITHMS for a in self.algorithms)
+
+
+class IssuerOptions(TypedDict, total=False):
+    """:class:`Issuer`'s fields as keywords (the middleware's ``issuer=...`` shorthand).
+
+    Types only: the defaults and the checks are :class:`Issuer`'s, so they are
+    written once. A test keeps the two lists of names equal.
+    """
+
+    issuer: str
+    audience: str | Sequence[str] | None
+    jwks_uri: str | None
+    algorithms: Sequence[str]
+    leeway: float
+    rfc9068: bool
+    required_claims: Sequence[str]
+    scope_claims: Sequence[ClaimPath]
+    client_id_claims: Sequence[str]
+    client_ids: Sequence[str] | None
+    expected_claims: Mapping[str, Expected]
+    shared_secret: str | bytes | None
+    introspection_endpoint: str | None
+    client_id: str | None
+    client_secret: str | None
+    introspection_auth: Literal["client_secret_basic", "client_secret_post"]
+    opaque: Literal["introspect", "reject"]
+    introspect_all: bool
+    jwt_cache_ttl: float
+    introspection_cache_ttl: float
+    negative_cache_ttl: float
+    introspection_concurrency: int
+    introspection_requires_audience: bool
+    cache_url: str | None
+    discovery: bool
+    fetch: FetchPolicy
+
+
+def issuer_field_names() -> frozenset[str]:
+    """The names :class:`Issuer` accepts, for telling a typo from a field."""
+    return frozenset(f.name for f in fields(Issuer))
+
+
+def _as_tuple(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, str):
+        raise ValueError(f"{name} takes a sequence, not one string: ({value!r},)")
+    object.__setattr__(config, name, tuple(value))
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _non_negative(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if not _number(value) or value < 0:
+        raise ValueError(f"{type(config).__name__}.{name} must be a finite number >= 0")

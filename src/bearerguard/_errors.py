@@ -7,7 +7,10 @@ failure can escape as a 500.
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias, get_args
+
 __all__ = [
+    "REASONS",
     "AuthError",
     "InsufficientScope",
     "InsufficientUserAuthentication",
@@ -15,9 +18,80 @@ __all__ = [
     "InvalidToken",
     "MissingToken",
     "RateLimited",
+    "Reason",
     "Unavailable",
     "signature_refused",
 ]
+
+#: Every machine-readable reason a refusal can carry: a closed set, so a misspelled
+#: reason in a raise, a metric label or a log filter fails ``mypy``, and dashboards
+#: can list every value in advance. The last three are the defaults of a bare error
+#: class (an application raising ``InvalidToken("...")`` from a route).
+Reason: TypeAlias = Literal[
+    # the request (400)
+    "bad_token_syntax",
+    "body_too_large",
+    "duplicate_header",
+    "duplicate_param",
+    "empty_token",
+    "two_locations",
+    # no token (401 without an error code)
+    "missing_token",
+    # the token's form (401)
+    "too_large",
+    "malformed",
+    "jwe",
+    "bad_alg",
+    "bad_kid",
+    "bad_typ",
+    "crit",
+    # keys and signature (401)
+    "unknown_kid",
+    "no_key",
+    "bad_signature",
+    # claims (401)
+    "bad_iss",
+    "bad_aud",
+    "bad_exp",
+    "expired",
+    "bad_nbf",
+    "not_yet_valid",
+    "bad_iat",
+    "iat_future",
+    "missing_claim",
+    "bad_claim",
+    "bad_scope",
+    "bad_client",
+    "unexpected_claim",
+    # introspection (401)
+    "no_introspection",
+    "inactive",
+    "bad_token_type",
+    # sender-constrained tokens and stolen-token detection (401)
+    "bad_cnf",
+    "unproven_binding",
+    "token_shared",
+    # defence in depth: a bug in bearerguard judged as a refusal (401)
+    "internal",
+    # authorization (403), step-up (401, RFC 9470) and rate limits (429)
+    "insufficient_scope",
+    "insufficient_user_authentication",
+    "rate_limited",
+    # our side cannot decide (503)
+    "upstream_unavailable",
+    "metadata_unavailable",
+    "jwks_unavailable",
+    "introspection_unavailable",
+    "introspection_saturated",
+    "ratelimit_unavailable",
+    "sharing_unavailable",
+    # a bare error class's default
+    "invalid_request",
+    "invalid_token",
+    "error",
+]
+#: :data:`Reason` as a runtime set, for code that receives a reason from outside.
+REASONS: frozenset[str] = frozenset(get_args(Reason))
 
 
 class AuthError(Exception):
@@ -29,11 +103,13 @@ class AuthError(Exception):
 
     status: int = 401
     error: str | None = None
+    #: The reason when none is given: the error code, or ``"error"`` for the bare class.
+    default_reason: Reason = "error"
 
-    def __init__(self, description: str = "", *, reason: str = "") -> None:
+    def __init__(self, description: str = "", *, reason: Reason | None = None) -> None:
         super().__init__(description)
         self.description = description
-        self.reason = reason or self.error or "error"
+        self.reason: Reason = reason or self.default_reason
 
 
 class MissingToken(AuthError):
@@ -51,6 +127,7 @@ class InvalidRequest(AuthError):
 
     status = 400
     error = "invalid_request"
+    default_reason = "invalid_request"
 
 
 class InvalidToken(AuthError):
@@ -58,9 +135,10 @@ class InvalidToken(AuthError):
 
     status = 401
     error = "invalid_token"
+    default_reason = "invalid_token"
 
 
-def signature_refused(reason: str) -> InvalidToken:
+def signature_refused(reason: Reason) -> InvalidToken:
     """The one answer for a signature we cannot verify: bad, unknown ``kid`` or no fitting key.
 
     Same status, challenge and body whatever the cause (only ``reason``, which is
@@ -74,6 +152,7 @@ class InsufficientScope(AuthError):
 
     status = 403
     error = "insufficient_scope"
+    default_reason = "insufficient_scope"
 
     def __init__(self, required: tuple[str, ...] | list[str], description: str = "") -> None:
         self.required = tuple(required)
@@ -117,9 +196,12 @@ class Unavailable(AuthError):
 
     status = 503
     error = "temporarily_unavailable"
+    default_reason = "upstream_unavailable"
 
-    def __init__(self, description: str, *, retry_after: int = 5, reason: str = "") -> None:
-        super().__init__(description, reason=reason or "upstream_unavailable")
+    def __init__(
+        self, description: str, *, retry_after: int = 5, reason: Reason | None = None
+    ) -> None:
+        super().__init__(description, reason=reason)
         self.retry_after = max(1, int(retry_after))
 
 
@@ -128,6 +210,7 @@ class RateLimited(AuthError):
 
     status = 429
     error = "rate_limited"
+    default_reason = "rate_limited"
 
     def __init__(
         self,

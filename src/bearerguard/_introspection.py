@@ -90,17 +90,10 @@ class Introspector:
         metadata: MetadataResolver,
         rules: ClaimRules,
     ) -> None:
-        if not config.client_id or config.client_secret is None:
+        if not config.has_client_credentials:  # the one check Issuer cannot make for us
             raise ValueError(
                 f"introspection for {config.issuer!r} needs client_id and client_secret"
             )
-        if config.introspection_auth not in ("client_secret_basic", "client_secret_post"):
-            raise ValueError(f"unsupported introspection_auth {config.introspection_auth!r}")
-        if (
-            type(config.introspection_concurrency) is not int
-            or config.introspection_concurrency < 1
-        ):
-            raise ValueError("introspection_concurrency must be a positive integer")
         self.config = config
         self._client = client
         self._limit = config.introspection_concurrency

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Literal
+from typing import Unpack
 
 import httpx
 from starlette.applications import Starlette
@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bearerguard._binding import NOTHING_PROVED, check_binding
 from bearerguard._cache import DEFAULT_CACHE_SIZE
 from bearerguard._challenge import Answer, answer_for
-from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
+from bearerguard._config import Issuer, IssuerOptions
 from bearerguard._credentials import find_in_form, find_in_header, find_in_query
 from bearerguard._dependencies import token_of
 from bearerguard._errors import (
@@ -36,6 +36,8 @@ from bearerguard._ratelimit import (
     LIMITER_SCOPE_KEY,
     RateLimiter,
     RateLimitKey,
+    RateLimitOptions,
+    RateLimitSettings,
     Strategy,
     record_decision,
 )
@@ -63,29 +65,6 @@ class BearerAuthMiddleware:
         self,
         app: ASGIApp,
         *,
-        issuer: str | None = None,
-        audience: str | Sequence[str] | None = None,
-        jwks_uri: str | None = None,
-        algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
-        leeway: float = 60.0,
-        rfc9068: bool = False,
-        required_claims: Sequence[str] = (),
-        scope_claims: Sequence[str] = ("scope", "scp"),
-        introspection_endpoint: str | None = None,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        introspection_auth: Literal[
-            "client_secret_basic", "client_secret_post"
-        ] = "client_secret_basic",
-        opaque: Literal["introspect", "reject"] = "introspect",
-        introspect_all: bool = False,
-        introspection_requires_audience: bool = False,
-        introspection_concurrency: int = 16,
-        jwt_cache_ttl: float = 300.0,
-        introspection_cache_ttl: float = 60.0,
-        negative_cache_ttl: float = 10.0,
-        cache_url: str | None = None,
-        fetch: FetchPolicy | None = None,
         issuers: Sequence[Issuer] | None = None,
         exclude_paths: Sequence[str] = (),
         realm: str = "api",
@@ -95,10 +74,10 @@ class BearerAuthMiddleware:
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
         cache_size: int = DEFAULT_CACHE_SIZE,
         rate_limit: str | Callable[[AccessToken], str | None] | None = None,
-        rate_limit_key: RateLimitKey = "token",
-        rate_limit_storage: str = "memory://",
-        rate_limit_strategy: Strategy = "moving-window",
-        rate_limit_fail_closed: bool = False,
+        rate_limit_key: RateLimitKey | None = None,
+        rate_limit_storage: str | None = None,
+        rate_limit_strategy: Strategy | None = None,
+        rate_limit_fail_closed: bool | None = None,
         rate_limiter: RateLimiter | None = None,
         validator: TokenValidator | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -106,42 +85,29 @@ class BearerAuthMiddleware:
         trusted_proxies: Sequence[str] = (),
         token_sharing: TokenSharing | None = None,
         clock: Callable[[], float] | None = None,
+        **issuer_fields: Unpack[IssuerOptions],
     ) -> None:
+        """``issuer=``, ``audience=`` and any other :class:`Issuer` field describe one issuer
+        (their defaults are :class:`Issuer`'s); ``issuers=[Issuer(...), ...]`` trusts several.
+
+        The ``rate_limit_*`` keywords left at ``None`` take :class:`RateLimiter`'s defaults.
+        """
         self.app = app
+        # An app factory may pass issuer=None alongside issuers= or validator=: None is absent.
+        given = sorted(name for name, value in issuer_fields.items() if value is not None)
         if validator is None:
             if issuers:
-                if issuer is not None:
-                    raise ValueError("give either issuer=... or issuers=[Issuer(...)], not both")
-            elif issuer is None or audience is None:
+                if given:
+                    raise ValueError(
+                        f"give either issuers=[Issuer(...)] or one issuer's fields ({given}), "
+                        "not both"
+                    )
+            elif issuer_fields.get("issuer") is None:
                 raise ValueError(
                     "BearerAuthMiddleware needs issuer= and audience= (or issuers=[...])"
                 )
             else:
-                issuers = [
-                    Issuer(
-                        issuer=issuer,
-                        audience=audience,
-                        jwks_uri=jwks_uri,
-                        algorithms=tuple(algorithms),
-                        leeway=leeway,
-                        rfc9068=rfc9068,
-                        required_claims=tuple(required_claims),
-                        scope_claims=tuple(scope_claims),
-                        introspection_endpoint=introspection_endpoint,
-                        client_id=client_id,
-                        client_secret=client_secret,
-                        introspection_auth=introspection_auth,
-                        opaque=opaque,
-                        introspect_all=introspect_all,
-                        introspection_requires_audience=introspection_requires_audience,
-                        introspection_concurrency=introspection_concurrency,
-                        jwt_cache_ttl=jwt_cache_ttl,
-                        introspection_cache_ttl=introspection_cache_ttl,
-                        negative_cache_ttl=negative_cache_ttl,
-                        cache_url=cache_url,
-                        fetch=fetch or FetchPolicy(),
-                    )
-                ]
+                issuers = [Issuer(**issuer_fields)]
             # A client handed in (e.g. TestIssuer.transport()) is the caller's to close.
             validator = TokenValidator(
                 issuers,
@@ -151,15 +117,21 @@ class BearerAuthMiddleware:
                 # Tests share one ManualClock with their TestIssuer; production reads the time.
                 clock=time.time if clock is None else clock,
             )
+        elif issuers or given:
+            raise ValueError("give either validator= or the issuers it trusts, not both")
         self.validator = validator
+        options: RateLimitOptions = {}
+        if rate_limit_key is not None:
+            options["key"] = rate_limit_key
+        if rate_limit_storage is not None:
+            options["storage"] = rate_limit_storage
+        if rate_limit_strategy is not None:
+            options["strategy"] = rate_limit_strategy
+        if rate_limit_fail_closed is not None:
+            options["fail_closed"] = rate_limit_fail_closed
+        limiting = RateLimitSettings(**options)
         if rate_limiter is None and rate_limit is not None:
-            rate_limiter = RateLimiter(
-                rate_limit,
-                key=rate_limit_key,
-                storage=rate_limit_storage,
-                strategy=rate_limit_strategy,
-                fail_closed=rate_limit_fail_closed,
-            )
+            rate_limiter = RateLimiter(rate_limit, **options)
         #: Spends each validated token's budget; also lends its storage to per-route limits.
         self.rate_limiter = rate_limiter
         #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
@@ -169,8 +141,8 @@ class BearerAuthMiddleware:
         if token_sharing is not None:
             self.sharing = TokenSharingWatch(
                 token_sharing,
-                storage=rate_limiter.storage_uri if rate_limiter else rate_limit_storage,
-                fail_closed=rate_limiter.fail_closed if rate_limiter else rate_limit_fail_closed,
+                storage=rate_limiter.storage_uri if rate_limiter else limiting.storage,
+                fail_closed=rate_limiter.fail_closed if rate_limiter else limiting.fail_closed,
                 namespace=validator.identity(),
                 proxies=self.proxies,
                 clock=validator.clock,

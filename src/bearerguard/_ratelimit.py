@@ -21,8 +21,8 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 from limits import RateLimitItem, parse_many, strategies
 from limits import storage as sync_storage
@@ -46,6 +46,8 @@ __all__ = [
     "PolicyState",
     "RateLimitDecision",
     "RateLimitKey",
+    "RateLimitOptions",
+    "RateLimitSettings",
     "RateLimiter",
     "Strategy",
     "rate_limit",
@@ -265,6 +267,53 @@ def _supports(storage: async_storage.Storage | sync_storage.Storage, strategy: s
 # -- the limiter ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """How a :class:`RateLimiter` counts and where: every default once, checked when made.
+
+    ``storage`` and ``storage_options`` may carry credentials, so they stay out of the repr.
+    """
+
+    #: Whose budget a hit spends: the token's own (by ``jti``), its ``sub``, its client, or yours.
+    key: RateLimitKey = "token"
+    storage: str = field(default="memory://", repr=False)
+    strategy: Strategy = "moving-window"
+    #: Storage down: ``True`` answers 503, ``False`` lets the request through with a warning.
+    fail_closed: bool = False
+    namespace: str = "bearerguard"
+    #: Longest one storage round trip may take before it counts as an outage.
+    storage_timeout: float = 1.0
+    #: After a storage failure, how long it is left alone (one failed call per cooldown).
+    outage_cooldown: float = 1.0
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in _STRATEGIES:
+            raise ValueError(
+                f"unknown rate limit strategy {self.strategy!r}; use one of {sorted(_STRATEGIES)}"
+            )
+        if not callable(self.key) and self.key not in _KEYS:
+            raise ValueError(
+                f"rate limit key must be one of {_KEYS} or a callable, not {self.key!r}"
+            )
+        if not self.storage_timeout > 0 or not self.outage_cooldown >= 0:
+            raise ValueError("storage_timeout must be > 0 and outage_cooldown >= 0")
+        async_storage_uri(self.storage)  # a URI at all; its scheme is judged by ``limits``
+
+
+class RateLimitOptions(TypedDict, total=False):
+    """:class:`RateLimitSettings`' fields as keywords of :class:`RateLimiter` (types only)."""
+
+    key: RateLimitKey
+    storage: str
+    strategy: Strategy
+    fail_closed: bool
+    namespace: str
+    storage_timeout: float
+    outage_cooldown: float
+    storage_options: Mapping[str, Any]
+
+
 class RateLimiter:
     """Spend a validated token's budget; the most restrictive limit decides and is reported.
 
@@ -279,24 +328,11 @@ class RateLimiter:
         self,
         limits: LimitsSpec,
         *,
-        key: RateLimitKey = "token",
-        storage: str = "memory://",
-        strategy: Strategy = "moving-window",
-        fail_closed: bool = False,
-        namespace: str = "bearerguard",
-        storage_timeout: float = 1.0,
-        outage_cooldown: float = 1.0,
-        storage_options: Mapping[str, Any] | None = None,
         _shared: _SharedStorage | None = None,
+        **options: Unpack[RateLimitOptions],
     ) -> None:
-        if strategy not in _STRATEGIES:
-            raise ValueError(
-                f"unknown rate limit strategy {strategy!r}; use one of {sorted(_STRATEGIES)}"
-            )
-        if not callable(key) and key not in _KEYS:
-            raise ValueError(f"rate limit key must be one of {_KEYS} or a callable, not {key!r}")
-        if storage_timeout <= 0 or outage_cooldown < 0:
-            raise ValueError("storage_timeout must be > 0 and outage_cooldown >= 0")
+        settings = RateLimitSettings(**options)
+        self.settings = settings
         self._static: tuple[RateLimitItem, ...] | None = None
         self._tiers: Callable[[AccessToken], str | None] | None = None
         if isinstance(limits, str):
@@ -306,17 +342,17 @@ class RateLimiter:
         else:
             raise ValueError("limits must be a limit string such as '100/minute' or a callable")
         self._parsed: dict[str, tuple[RateLimitItem, ...]] = {}
-        self.key = key
-        self.strategy = strategy
-        self.fail_closed = fail_closed
-        self.namespace = namespace
-        self.storage_timeout = storage_timeout
+        self.key = settings.key
+        self.strategy = strategy = settings.strategy
+        self.fail_closed = settings.fail_closed
+        self.namespace = settings.namespace
+        self.storage_timeout = settings.storage_timeout
         self._owns_storage = _shared is None
         self._shared = _shared or _SharedStorage(
-            storage,
-            timeout=storage_timeout,
-            cooldown=outage_cooldown,
-            options=storage_options or {},
+            settings.storage,
+            timeout=settings.storage_timeout,
+            cooldown=settings.outage_cooldown,
+            options=settings.storage_options,
         )
         if not _supports(self._shared.storage, strategy):
             raise ValueError(
@@ -363,6 +399,7 @@ class RateLimiter:
             fail_closed=self.fail_closed if fail_closed is None else fail_closed,
             namespace=self.namespace,
             storage_timeout=self.storage_timeout,
+            outage_cooldown=self.settings.outage_cooldown,
             _shared=self._shared,
         )
 

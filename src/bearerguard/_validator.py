@@ -42,7 +42,7 @@ from bearerguard._cache import (
 )
 from bearerguard._claims import ClaimRules
 from bearerguard._config import HMAC_ALGORITHMS, Issuer
-from bearerguard._errors import AuthError, InvalidToken, Unavailable, signature_refused
+from bearerguard._errors import AuthError, InvalidToken, Reason, Unavailable, signature_refused
 from bearerguard._fetch import new_client
 from bearerguard._flight import KeyedFlight
 from bearerguard._introspection import Introspector, cache_deadline
@@ -59,7 +59,7 @@ log = logging.getLogger("bearerguard.validator")
 #: Tokens longer than this are refused before any decoding (8 KiB).
 DEFAULT_MAX_TOKEN_LENGTH = 8192
 #: Refusals that depend on the clock, not the token alone: never remembered.
-_TIME_DEPENDENT = frozenset({"not_yet_valid", "iat_future"})
+_TIME_DEPENDENT: frozenset[Reason] = frozenset({"not_yet_valid", "iat_future"})
 
 _sha256 = hashlib.sha256
 
@@ -94,18 +94,10 @@ class IssuerState:
                 config.shared_secret, issuer=config.issuer, algorithms=config.algorithms
             ):
                 self.hmac_keys[key.alg] = (key,)
-        for name in ("jwt_cache_ttl", "introspection_cache_ttl", "negative_cache_ttl"):
-            if getattr(config, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        has_credentials = bool(config.client_id) and config.client_secret is not None
         self.introspector: Introspector | None = None
-        if has_credentials and (config.opaque == "introspect" or config.introspect_all):
+        if config.introspects:
             self.introspector = Introspector(
                 config, client, metadata=self.metadata, rules=self.rules
-            )
-        elif config.introspect_all:
-            raise ValueError(
-                f"introspect_all for {config.issuer!r} needs client_id and client_secret"
             )
         #: Redis keys of this issuer's introspection results live under this name.
         self.namespace = _sha256(config.issuer.encode()).hexdigest()[:16]
@@ -113,7 +105,7 @@ class IssuerState:
 
     @property
     def uses_jwks(self) -> bool:
-        return any(a not in HMAC_ALGORITHMS for a in self.rules.algorithms)
+        return self.config.uses_jwks
 
     def key_source(self, alg: str) -> Generational:
         """What judged a signature: the JWKS (whose generation changes on rotation), or a secret."""
@@ -167,12 +159,7 @@ class TokenValidator:
         for state in self.issuers.values():
             url = state.config.cache_url
             if url is None:
-                continue
-            if state.introspector is None:
-                raise ValueError(
-                    f"cache_url shares introspection results, but {state.config.issuer!r} "
-                    "does not introspect (it needs client_id and client_secret)"
-                )
+                continue  # Issuer checked that an issuer with a cache_url introspects
             if url not in self._shared:
                 self._shared[url] = SharedCache(url)
             state.shared = self._shared[url]
