@@ -15,7 +15,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bearerguard._binding import NOTHING_PROVED, check_binding
+from bearerguard._binding import NOTHING_PROVED, Proved, check_binding
 from bearerguard._cache import DEFAULT_CACHE_SIZE
 from bearerguard._challenge import Answer, answer_for
 from bearerguard._config import Issuer, IssuerOptions
@@ -29,6 +29,7 @@ from bearerguard._errors import (
     RateLimited,
     Unavailable,
 )
+from bearerguard._mtls import ClientCertificates
 from bearerguard._observability import Observer, notify, outcome_of
 from bearerguard._proxies import TrustedProxies
 from bearerguard._ratelimit import (
@@ -83,6 +84,7 @@ class BearerAuthMiddleware:
         http_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
         trusted_proxies: Sequence[str] = (),
+        client_cert_header: str | None = None,
         token_sharing: TokenSharing | None = None,
         clock: Callable[[], float] | None = None,
         **issuer_fields: Unpack[IssuerOptions],
@@ -136,6 +138,8 @@ class BearerAuthMiddleware:
         self.rate_limiter = rate_limiter
         #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
         self.proxies = TrustedProxies.parse(trusted_proxies)
+        #: Where a request's client certificate is found (RFC 8705), asked for bound tokens only.
+        self.certificates = ClientCertificates(client_cert_header, self.proxies)
         #: Watches where each validated token is used from (stolen-token detection); optional.
         self.sharing: TokenSharingWatch | None = None
         if token_sharing is not None:
@@ -193,9 +197,9 @@ class BearerAuthMiddleware:
             else:
                 validated = await self.validator.validate(token)
                 if validated.confirmation is not None:
-                    # A bound token (RFC 7800 cnf) needs its proof; a Bearer request
-                    # proves nothing, so it is refused (DPoP and mTLS add their proofs).
-                    check_binding(validated.confirmation, NOTHING_PROVED)
+                    # A bound token (RFC 7800 cnf) needs its proof: what the request
+                    # proves is worked out only here, so unbound tokens pay nothing.
+                    check_binding(validated.confirmation, self._proved(scope))
                 access = validated
                 self._authenticate(scope, access)
                 if observer is not None:
@@ -212,6 +216,11 @@ class BearerAuthMiddleware:
             await self._refuse(scope, receive, send, error, token=token, access=access)
             return
         await self._call_app(scope, receive, send, private=in_query)
+
+    def _proved(self, scope: Scope) -> Proved:
+        """What this request proves about its sender, by RFC 7800 confirmation method."""
+        x5t = self.certificates.thumbprint(scope)
+        return {"x5t#S256": x5t} if x5t is not None else NOTHING_PROVED
 
     async def _handle_route_error(self, request: Request, exc: Exception) -> Response:
         """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import hashlib
+import ipaddress
 import json
 import secrets
 import threading
@@ -30,12 +32,16 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import get_default_algorithms
 
 __all__ = [
@@ -44,8 +50,10 @@ __all__ = [
     "ManualClock",
     "RecordedRequest",
     "Response",
+    "TestCertificate",
     "TestIssuer",
     "generate_key",
+    "make_certificate",
     "tamper",
 ]
 
@@ -110,6 +118,129 @@ def tamper(token: str) -> str:
     decoded = bytearray(_b64decode(signature) or b"\x00")
     decoded[len(decoded) // 2] ^= 0x01
     return f"{head}.{payload}.{_b64(bytes(decoded))}"
+
+
+@dataclass(frozen=True, slots=True)
+class TestCertificate:
+    """An X.509 certificate and its private key, for mutual TLS in tests (RFC 8705).
+
+    Self-signed unless made with ``signer=``; good for client and server
+    authentication alike. :attr:`confirmation` is the ``cnf`` a token bound to it
+    carries; :meth:`header_value` and :meth:`tls_extension` are the two ways an
+    API behind a proxy, or terminating TLS itself, learns which certificate was used.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    certificate: x509.Certificate
+    private_key: Any = field(repr=False)
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    @property
+    def key_pem(self) -> str:
+        """The private key, unencrypted PKCS#8 PEM (a test key: never protect anything with it)."""
+        encoded: bytes = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return encoded.decode("ascii")
+
+    @property
+    def thumbprint(self) -> str:
+        """``x5t#S256``: base64url SHA-256 of the DER certificate (RFC 8705 §3.1)."""
+        return _b64(self.certificate.fingerprint(hashes.SHA256()))
+
+    @property
+    def confirmation(self) -> dict[str, str]:
+        """The ``cnf`` claim of a token bound to this certificate."""
+        return {"x5t#S256": self.thumbprint}
+
+    def header_value(self, form: Literal["rfc9440", "pem", "escaped-pem"] = "rfc9440") -> str:
+        """The certificate as a TLS-terminating proxy forwards it in a header.
+
+        ``rfc9440``: ``Client-Cert`` (``:<base64 DER>:``); ``escaped-pem``: URL-encoded
+        PEM (nginx's ``$ssl_client_escaped_cert``, AWS ALB); ``pem``: raw PEM on one
+        line, newlines turned into spaces (Apache's ``RequestHeader ... SSL_CLIENT_CERT``).
+        """
+        if form == "rfc9440":
+            return ":" + base64.b64encode(self.der).decode("ascii") + ":"
+        if form == "escaped-pem":
+            return quote(self.pem, safe="")
+        return " ".join(self.pem.strip().splitlines())
+
+    def tls_extension(self) -> dict[str, Any]:
+        """``scope["extensions"]["tls"]`` as an ASGI server that verified this client sets it."""
+        return {
+            "server_cert": None,
+            "client_cert_chain": [self.pem],
+            "client_cert_name": self.certificate.subject.rfc4514_string(),
+            "client_cert_error": None,
+            "tls_version": 0x0304,
+            "cipher_suite": None,
+        }
+
+    def write(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``<cn>.pem`` and ``<cn>.key`` into ``directory`` (for ``ssl`` or httpx)."""
+        name = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+        cert_path = Path(directory) / f"{stem}.pem"
+        key_path = Path(directory) / f"{stem}.key"
+        cert_path.write_text(self.pem)
+        key_path.write_text(self.key_pem)
+        return cert_path, key_path
+
+
+def make_certificate(
+    common_name: str = "test-client",
+    *,
+    hosts: Iterable[str] = (),
+    alg: str = "ES256",
+    signer: TestCertificate | None = None,
+    ca: bool = False,
+    valid_for: float = 86_400,
+) -> TestCertificate:
+    """A fresh certificate for mutual TLS tests: a client's, a server's (``hosts``), or a CA.
+
+    ``hosts`` become subject alternative names (IP addresses or DNS names), so the
+    same helper makes the server certificate of a TLS test on 127.0.0.1.
+    ``signer`` issues it from a test CA (``make_certificate("ca", ca=True)``)
+    instead of self-signing it.
+    """
+    key = generate_key(alg)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.certificate.subject if signer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(seconds=valid_for))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    signing_key = signer.private_key if signer else key
+    digest = None if isinstance(signing_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return TestCertificate(builder.sign(signing_key, digest), key)
 
 
 class ManualClock:
@@ -542,6 +673,16 @@ class TestIssuer:
     ) -> dict[str, str]:
         """``{"Authorization": "Bearer <token>"}`` for a token minted with the same arguments."""
         return {"Authorization": f"Bearer {self.mint(claims, **mint_kwargs)}"}
+
+    def mint_certificate_bound(
+        self, certificate: TestCertificate, claims: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """A token bound to a client certificate (RFC 8705 ``cnf`` ``x5t#S256``).
+
+        An API accepts it only from a request made with that certificate: over mutual
+        TLS, or through a trusted proxy that forwards the certificate.
+        """
+        return self.mint({**(claims or {}), "cnf": certificate.confirmation}, **kwargs)
 
     # Deliberately broken tokens, one rule each.
 
