@@ -10,6 +10,7 @@ import fastapi.testclient  # noqa: F401  (imported here so pytester's in-process
 import httpx
 import pytest
 
+import snippets
 from bearerguard._config import Issuer
 from bearerguard._errors import Unavailable
 from bearerguard._validator import TokenValidator
@@ -97,18 +98,12 @@ def create_app(issuer, audience, **options):
     return app
 """
 
-#: The README snippet: a user's test of their own protected route, under ten lines.
-README_TEST = """
-from fastapi.testclient import TestClient
-from app import create_app
-
-def test_items_need_read_scope(bearer_issuer):
-    app = create_app(issuer=bearer_issuer.issuer, audience=bearer_issuer.audience)
-    with TestClient(app) as client:
-        response = client.get("/items", headers=bearer_issuer.auth_header(scope="read:items"))
-        assert response.status_code == 200
-        assert client.get("/items", headers=bearer_issuer.auth_header()).status_code == 403
-"""
+#: The README's snippet: a user's test of their own protected route, under ten lines.
+README_TEST = next(
+    s.code
+    for s in snippets.snippets(snippets.ROOT / "README.md")
+    if s.heading == "Test your own API"
+)
 
 
 def _user_suite(pytester: pytest.Pytester, tests: str, *, conftest: bool = True) -> None:

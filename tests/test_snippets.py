@@ -1,0 +1,212 @@
+"""Every Python snippet of the README and the docs runs, and does what its text says.
+
+Each snippet is executed against a real TestIssuer (see ``snippets.py``). Most get a
+check written for what their section promises, found by the heading above them;
+any other snippet must at least run and, if it builds an app with the middleware,
+refuse a request without a token the RFC 6750 way. A check whose snippet is gone
+fails, so a renamed section cannot quietly stop being tested.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
+
+import snippets
+from bearerguard import BearerAuthMiddleware
+from bearerguard._config import issuer_field_names
+from bearerguard.testing import TestIssuer
+from redis_server import RedisServer
+
+pytest_plugins = ["pytester"]
+
+Check = Callable[..., None]
+#: (document, heading) -> the check for the snippets under that heading.
+CHECKS: dict[tuple[str, str], Check] = {}
+
+ALL = [s for path in snippets.documents() for s in snippets.snippets(path)]
+
+
+def check(document: str, heading: str) -> Callable[[Check], Check]:
+    def register(function: Check) -> Check:
+        CHECKS[(document, heading)] = function
+        return function
+
+    return register
+
+
+def _checked(snippet: snippets.Snippet) -> Check | None:
+    return CHECKS.get((str(snippet.path.relative_to(snippets.ROOT)), snippet.heading))
+
+
+def _refuses_without_a_token(app: Any, path: str = "/snippet-check") -> None:
+    with TestClient(app) as client:
+        response = client.get(path)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
+def _has_middleware(app: Any) -> bool:
+    return any(m.cls is BearerAuthMiddleware for m in getattr(app, "user_middleware", ()))
+
+
+# -- the README --------------------------------------------------------------------------
+
+
+@check("README.md", "Use it")
+def check_use_it(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    app = snippets.run(snippet, issuer.issuer)["app"]
+    with TestClient(app) as client:
+        assert client.get("/items").status_code == 401
+        ok = client.get("/items", headers=issuer.auth_header({"sub": "ann"}, scope="read:items"))
+        assert ok.status_code == 200
+        assert ok.json() == {"owner": "ann", "scopes": ["read:items"]}
+        assert client.get("/items", headers=issuer.auth_header(scope="other")).status_code == 403
+
+
+@check("README.md", "Browsers (CORS)")
+def check_cors(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    app = snippets.run(snippet, issuer.issuer)["app"]
+    origin = {"Origin": "https://app.example.com"}
+    with TestClient(app) as client:
+        # A preflight carries no token: CORS must answer it before the middleware sees it.
+        preflight = client.options(
+            "/items",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        # A refusal carries the CORS headers, so the page's script can read the 401.
+        refused = client.get("/items", headers=origin)
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
+        ok = client.get("/items", headers={**origin, **issuer.auth_header(scope="read:items")})
+        assert ok.status_code == 200
+
+
+@check("README.md", "Opaque tokens (RFC 7662 introspection)")
+def check_introspection(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    issuer.introspection_client = ("my-api", snippets.INTROSPECTION_SECRET)
+    app = snippets.run(snippet, issuer.issuer)["app"]
+
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": request.user.token.subject})
+
+    app.add_route("/whoami", whoami)
+
+    opaque = issuer.mint_opaque({"sub": "carol"})
+    with TestClient(app) as client:
+        ok = client.get("/whoami", headers={"Authorization": f"Bearer {opaque}"})
+        assert ok.status_code == 200 and ok.json() == {"sub": "carol"}
+        issuer.revoke(issuer_token := issuer.mint_opaque())
+        refused = client.get("/whoami", headers={"Authorization": f"Bearer {issuer_token}"})
+        assert refused.status_code == 401
+    assert issuer.requests[issuer.introspection_path] == 2
+
+
+@check("README.md", "Rate limits per token")
+def check_rate_limits(
+    snippet: snippets.Snippet, issuer: TestIssuer, server: RedisServer
+) -> None:
+    import redis
+
+    app = snippets.run(snippet, issuer.issuer, **{"redis://127.0.0.1:6379": server.url})["app"]
+    headers = issuer.auth_header()
+    with TestClient(app) as client:
+        # No route exists (404), but each request spends budget first: 10 a second.
+        for _ in range(30):
+            response = client.get("/anything", headers=headers)
+            if response.status_code != 404:
+                break
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["ratelimit-limit"] == "10"
+    with redis.Redis.from_url(server.url) as storage:
+        assert storage.dbsize() > 0  # the budget lives in Redis, as the snippet says
+
+
+@check("README.md", "Test your own API")
+def check_test_your_api(
+    snippet: snippets.Snippet, issuer: TestIssuer, pytester: pytest.Pytester
+) -> None:
+    pytester.makepyfile(app=snippets.USER_APP, test_user=snippet.code)
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+@check("README.md", "OpenAPI, logs and metrics")
+def check_metrics(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    namespace = snippets.run(snippet, issuer.issuer)
+    app = namespace["app"]
+
+    async def items(request: Request) -> JSONResponse:
+        return JSONResponse([])
+
+    app.add_route("/items", items)
+
+    with TestClient(app) as client:
+        assert client.get("/items").status_code == 401
+        assert client.get("/items", headers=issuer.auth_header()).status_code == 200
+        metrics = client.get("/metrics")  # mounted: redirected to /metrics/, still public
+        assert metrics.status_code == 200, metrics.headers.get("www-authenticate")
+        assert 'bearerguard_validations_total{outcome="accepted",reason="ok"} 1.0' in metrics.text
+        assert client.get("/docs").status_code == 200
+    # An app factory's second app gets its own registry: no duplicate-metric error.
+    second = snippets.run(snippet, issuer.issuer)
+    assert second["registry"] is not namespace["registry"]
+
+
+# -- the tests ---------------------------------------------------------------------------
+
+
+def test_the_readme_has_snippets_and_each_check_finds_one() -> None:
+    found = {(str(s.path.relative_to(snippets.ROOT)), s.heading) for s in ALL}
+    assert ("README.md", "Use it") in found
+    assert sorted(set(CHECKS) - found) == []
+
+
+@pytest.mark.parametrize("snippet", ALL, ids=[s.name for s in ALL])
+def test_snippet_runs(
+    snippet: snippets.Snippet, test_issuer: TestIssuer, request: pytest.FixtureRequest
+) -> None:
+    checker = _checked(snippet)
+    if checker is None:
+        if snippet.is_test:
+            pytester: pytest.Pytester = request.getfixturevalue("pytester")
+            pytester.makepyfile(app=snippets.USER_APP, test_user=snippet.code)
+            pytester.runpytest("-p", "no:randomly").assert_outcomes(failed=0, errors=0)
+            return
+        namespace = snippets.run(snippet, test_issuer.issuer)
+        app = namespace.get("app")
+        if app is not None and _has_middleware(app):
+            _refuses_without_a_token(app)
+        return
+    wanted = inspect.signature(checker).parameters
+    extra = {
+        name: request.getfixturevalue(name) for name in wanted if name not in ("snippet", "issuer")
+    }
+    checker(snippet, test_issuer, **extra)
+
+
+def test_options_table_names_only_keywords_the_middleware_takes() -> None:
+    readme = (snippets.ROOT / "README.md").read_text()
+    table = readme.split("### Options", 1)[1].split("\n\n", 2)[1]
+    named = {
+        keyword
+        for row in table.splitlines()[2:]
+        for keyword in re.findall(r"`(\w+)`", row.split(" | ")[0])
+    }
+    taken = set(inspect.signature(BearerAuthMiddleware.__init__).parameters)
+    taken |= issuer_field_names()  # the issuer=... shorthand takes Issuer's fields
+    assert len(named) > 10
+    assert sorted(named - taken) == []
