@@ -20,16 +20,10 @@ import limits.storage
 import pytest
 
 from bearerguard._errors import RateLimited, Unavailable
-from bearerguard._ratelimit import (
-    DECISION_SCOPE_KEY,
-    LIMITER_SCOPE_KEY,
-    PolicyState,
-    RateLimitDecision,
-    RateLimiter,
-    async_storage_uri,
-    rate_limit,
-    rate_limited,
-)
+from bearerguard._ratelimit import RateLimiter
+from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, PolicyState, RateLimitDecision
+from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY, rate_limit, rate_limited
+from bearerguard._ratelimit_storage import async_storage_uri
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard.testing import TestIssuer
 

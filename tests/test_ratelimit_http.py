@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bearerguard import RateLimitDecision, RateLimiter, rate_limit, rate_limited
 from bearerguard._config import Issuer
 from bearerguard._middleware import BearerAuthMiddleware
-from bearerguard._ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

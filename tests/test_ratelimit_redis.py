@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from bearerguard import RateLimitDecision, RateLimiter, rate_limit
 from bearerguard._errors import RateLimited, Unavailable
-from bearerguard._ratelimit import LIMITER_SCOPE_KEY, RateLimitDecision, RateLimiter, rate_limit
+from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY
 from bearerguard._tokens import AccessToken, TokenUser
 from redis_server import RedisServer
 

@@ -22,7 +22,9 @@ from bearerguard._errors import (
 )
 from bearerguard._middleware import BearerAuthMiddleware
 from bearerguard._observability import LoggingObserver, Observer
-from bearerguard._ratelimit import RateLimitDecision, RateLimiter, rate_limit, rate_limited
+from bearerguard._ratelimit import RateLimiter
+from bearerguard._ratelimit_decision import RateLimitDecision
+from bearerguard._ratelimit_routes import rate_limit, rate_limited
 from bearerguard._sharing import TokenSharing
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard._validator import TokenValidator

@@ -33,15 +33,14 @@ from bearerguard._mtls import ClientCertificates
 from bearerguard._observability import Observer, notify, outcome_of
 from bearerguard._proxies import TrustedProxies
 from bearerguard._ratelimit import (
-    DECISION_SCOPE_KEY,
-    LIMITER_SCOPE_KEY,
     RateLimiter,
     RateLimitKey,
     RateLimitOptions,
     RateLimitSettings,
     Strategy,
-    record_decision,
 )
+from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, record_decision
+from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY
 from bearerguard._sharing import TokenSharing, TokenSharingWatch
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash

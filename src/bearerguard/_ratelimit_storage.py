@@ -1,0 +1,117 @@
+"""Where rate-limit counts live: the ``limits`` storage a URI names, and its health.
+
+``memory://`` and ``redis://`` are what users write; ``limits`` wants its async
+schemes. One storage is shared by a limiter and every limiter derived from it
+(per-route limits), so they share connections and one view of an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from limits import storage as sync_storage
+from limits.aio import storage as async_storage
+from limits.errors import ConfigurationError
+from limits.storage import storage_from_string
+
+__all__ = ["SharedStorage", "async_storage_uri", "redacted", "supports"]
+
+log = logging.getLogger("bearerguard.ratelimit")
+
+
+def async_storage_uri(uri: str) -> str:
+    """Map what users write (``redis://``, ``memory://``) to the async scheme of ``limits``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        raise ValueError("rate limit storage must be a URI such as memory:// or redis://host:port")
+    scheme = scheme.lower()
+    if not scheme.startswith("async+"):
+        scheme = "async+" + scheme
+    return f"{scheme}://{rest}"
+
+
+def redacted(uri: str) -> str:
+    """The storage URI without credentials, for error messages and reprs."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class SharedStorage:
+    """One ``limits`` storage and its health, shared by a limiter and the limiters derived from it.
+
+    ``memory://`` gets the synchronous ``limits.storage.MemoryStorage`` because the
+    async one awaits an expiry task that walks every key on each hit (68-94 µs a hit
+    once the event loop runs between hits), while the sync one is pure in-process
+    dict/deque work (a few µs, expiry on a timer thread) that cannot block on I/O;
+    networked storages (Redis) keep the async implementation.
+
+    After a failure the storage is left alone for ``cooldown`` seconds, so an outage
+    costs one failed round trip per cooldown instead of one per request, and the
+    warning is logged once per cooldown instead of flooding the log.
+    """
+
+    __slots__ = ("__weakref__", "cooldown", "down_until", "storage", "uri")
+
+    def __init__(
+        self, uri: str, *, timeout: float, cooldown: float, options: Mapping[str, Any]
+    ) -> None:
+        self.uri = async_storage_uri(uri)
+        self.cooldown = cooldown
+        self.down_until = 0.0
+        scheme, _, rest = self.uri.partition("://")
+        opts: dict[str, Any] = {}
+        if scheme.startswith("async+redis"):
+            # limits' default async Redis client (coredis) must be entered as an async
+            # context manager since coredis 5, which limits 5.x does not do: use redis-py.
+            opts = {
+                "implementation": "redispy",
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
+        opts.update(options)
+        # The reported URI stays async+memory://; only the implementation behind it is sync.
+        target = f"memory://{rest}" if scheme == "async+memory" else self.uri
+        try:
+            storage = storage_from_string(target, wrap_exceptions=True, **opts)
+        except ConfigurationError as exc:
+            raise ValueError(f"rate limit storage {redacted(self.uri)!r}: {exc}") from None
+        if not isinstance(storage, (async_storage.Storage, sync_storage.MemoryStorage)):
+            raise ValueError(
+                f"rate limit storage {redacted(self.uri)!r} has no async implementation"
+            )
+        self.storage: async_storage.Storage | sync_storage.MemoryStorage = storage
+
+    def is_down(self, now: float) -> bool:
+        return now < self.down_until
+
+    async def aclose(self) -> None:
+        """Release the redis-py pool or the memory expiry task (``limits`` has no close)."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        closer = getattr(client, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception as exc:  # closing a dead connection must not fail shutdown
+                log.debug("bearerguard.ratelimit.close_failed error=%s", type(exc).__name__)
+        timer = getattr(self.storage, "timer", None)
+        if isinstance(timer, (threading.Timer, asyncio.Task)):  # sync memory / async memory
+            timer.cancel()  # a no-op on a finished timer or task
+
+
+def supports(storage: async_storage.Storage | sync_storage.Storage, strategy: str) -> bool:
+    if strategy == "moving-window":
+        return isinstance(
+            storage, (async_storage.MovingWindowSupport, sync_storage.MovingWindowSupport)
+        )
+    if strategy == "sliding-window-counter":
+        return isinstance(
+            storage,
+            (async_storage.SlidingWindowCounterSupport, sync_storage.SlidingWindowCounterSupport),
+        )
+    return True
