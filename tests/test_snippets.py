@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.testclient import TestClient
 import snippets
 from bearerguard import BearerAuthMiddleware
 from bearerguard._config import issuer_field_names
-from bearerguard.testing import TestIssuer
+from bearerguard.testing import TestIssuer, make_certificate
 from redis_server import RedisServer
 
 pytest_plugins = ["pytester"]
@@ -164,6 +165,47 @@ def check_metrics(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     # An app factory's second app gets its own registry: no duplicate-metric error.
     second = snippets.run(snippet, issuer.issuer)
     assert second["registry"] is not namespace["registry"]
+
+
+@check("README.md", "Step-up authentication (RFC 9470)")
+def check_step_up(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    namespace = snippets.run(snippet, issuer.issuer)
+    app = namespace["app"]
+    app.add_route("/close", namespace["close_account"], methods=["POST"])
+    now = int(time.time())
+    with TestClient(app) as client:
+        weak = client.post("/transfers", headers=issuer.auth_header({"auth_time": now}))
+        assert weak.status_code == 401
+        challenge = weak.headers["www-authenticate"]
+        assert 'error="insufficient_user_authentication"' in challenge
+        assert 'acr_values="urn:example:mfa", max_age="300"' in challenge
+        stale = {"acr": "urn:example:mfa", "auth_time": now - 600}
+        assert client.post("/transfers", headers=issuer.auth_header(stale)).status_code == 401
+        strong = {"acr": "urn:example:mfa", "auth_time": now, "sub": "ann"}
+        ok = client.post("/transfers", headers=issuer.auth_header(strong))
+        assert ok.status_code == 200 and ok.json() == {"by": "ann"}
+        assert client.post("/close", headers=issuer.auth_header()).status_code == 401
+        assert client.post("/close", headers=issuer.auth_header(strong)).status_code == 200
+
+
+@check("README.md", "Certificate-bound tokens (mTLS, RFC 8705)")
+def check_mtls(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    namespace = snippets.run(snippet, issuer.issuer)  # the test snippet asserts as it runs
+    app = namespace["app"]
+    if not _has_middleware(app):
+        return  # the test snippet: it made and checked its own app
+
+    async def items(request: Request) -> JSONResponse:
+        return JSONResponse([])
+
+    app.add_route("/items", items)
+    alice = make_certificate("alice")
+    token = issuer.mint_certificate_bound(alice)
+    headers = {"Authorization": f"Bearer {token}", "Client-Cert": alice.header_value()}
+    with TestClient(app, client=("10.1.2.3", 44300)) as client:
+        assert client.get("/items", headers=headers).status_code == 200
+    with TestClient(app, client=("192.0.2.1", 44300)) as client:  # not a trusted proxy
+        assert client.get("/items", headers=headers).status_code == 401
 
 
 # -- the tests ---------------------------------------------------------------------------
