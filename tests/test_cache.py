@@ -116,6 +116,28 @@ async def test_a_hit_returns_the_same_token_object(
     assert await validator.validate(token) is first
 
 
+async def test_a_hit_is_answered_by_the_synchronous_lookup(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    token = test_issuer.mint()
+    validator = make_validator(config(test_issuer))
+    assert validator.lookup(token) == (digest(token), None)  # a miss: decide() is next
+    first = await validator.decide(token, digest(token))
+    assert validator.lookup(token) == (digest(token), first)
+
+
+async def test_a_remembered_refusal_is_raised_by_the_synchronous_lookup(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    header, payload, _ = test_issuer.mint().split(".")
+    forged = f"{header}.{payload}.{'A' * 342}"
+    validator = make_validator(config(test_issuer))
+    with pytest.raises(InvalidToken):
+        await validator.validate(forged)
+    with pytest.raises(InvalidToken, match="signature"):
+        validator.lookup(forged)
+
+
 async def test_cache_size_zero_turns_the_cache_off(
     test_issuer: TestIssuer, make_validator: MakeValidator
 ) -> None:

@@ -162,6 +162,28 @@ async def test_starlette_requires_works_unchanged(test_issuer: TestIssuer) -> No
         assert 'error="insufficient_scope"' in challenge(rfc) and 'scope="admin"' in challenge(rfc)
 
 
+async def test_request_auth_is_shared_per_scope_set_and_cannot_be_changed(
+    test_issuer: TestIssuer,
+) -> None:
+    seen: list[Any] = []
+
+    async def items(request: Request) -> JSONResponse:
+        seen.append(request.auth)
+        with pytest.raises(AttributeError):
+            request.auth.scopes = ["admin"]
+        request.auth.scopes.append("admin")  # a copy: the next request never sees it
+        return JSONResponse({"scopes": request.auth.scopes})
+
+    app = Starlette(routes=[Route("/items", items)])
+    app.add_middleware(BearerAuthMiddleware, issuer=test_issuer.issuer, audience=AUD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for name in ("ann", "bob"):
+            headers = test_issuer.auth_header({"sub": name}, scope="b a", audience=AUD)
+            response = await c.get("/items", headers=headers)
+            assert response.json() == {"scopes": ["a", "b"]}
+    assert seen[0] is seen[1]
+
+
 # -- RFC 6750 answers -------------------------------------------------------------
 
 

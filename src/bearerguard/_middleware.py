@@ -42,13 +42,17 @@ from bearerguard._ratelimit import (
 from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, record_decision
 from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY
 from bearerguard._sharing import TokenSharing, TokenSharingWatch
-from bearerguard._tokens import AccessToken, TokenUser
+from bearerguard._tokens import AccessToken, GrantedScopes, TokenUser
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
 
 __all__ = ["BearerAuthMiddleware"]
 
 log = logging.getLogger("bearerguard.middleware")
 
+#: The messages that start a response: after one, a refusal can no longer be sent.
+_STARTS = frozenset({"http.response.start", "websocket.accept"})
+#: Distinct scope sets whose ``request.auth`` is kept; past this, each request builds its own.
+_MAX_CREDENTIALS = 1024
 #: Form bodies read to look for ``access_token`` are capped; a larger one is a 400.
 _MAX_FORM_BYTES = 64 * 1024
 
@@ -158,6 +162,8 @@ class BearerAuthMiddleware:
         self._exact = frozenset(p for p in exclude_paths if not p.endswith("*"))
         self._prefixes = tuple(p.rstrip("*") for p in exclude_paths if p.endswith("*"))
         self._started = False
+        #: ``request.auth`` by scope set: built once, shared by every request with those scopes.
+        self._credentials: dict[frozenset[str], GrantedScopes] = {}
         #: Told about every decision (metrics); ``None`` costs nothing on the request path.
         self.observer = observer
         if observer is not None:
@@ -187,14 +193,21 @@ class BearerAuthMiddleware:
         access: AccessToken | None = None
         in_query = False
         try:
-            token, receive, in_query = await self._find_token(scope, receive)
+            if self.token_in_query or self.token_in_form:
+                token, receive, in_query = await self._find_token(scope, receive)
+            else:  # the usual configuration: no coroutine to look in one header
+                token = find_in_header(scope["headers"], self.max_token_length)
             if token is None:
                 if not self.allow_anonymous:
                     raise MissingToken()
                 scope["auth"] = AuthCredentials()
                 scope["user"] = TokenUser(None)
             else:
-                validated = await self.validator.validate(token)
+                validator = self.validator
+                # A cache hit is answered synchronously; only a miss awaits a decision.
+                digest, validated = validator.lookup(token)
+                if validated is None:
+                    validated = await validator.decide(token, digest)
                 if validated.confirmation is not None:
                     # A bound token (RFC 7800 cnf) needs its proof: what the request
                     # proves is worked out only here, so unbound tokens pay nothing.
@@ -227,9 +240,13 @@ class BearerAuthMiddleware:
         self._report(request.scope, exc, None, token_of(request))
         return answer_for(exc, self.realm).response()
 
-    @staticmethod
-    def _authenticate(scope: Scope, access: AccessToken) -> None:
-        scope["auth"] = AuthCredentials(list(access.scopes))
+    def _authenticate(self, scope: Scope, access: AccessToken) -> None:
+        credentials = self._credentials.get(access.scopes)
+        if credentials is None:
+            credentials = GrantedScopes(access.scopes)
+            if len(self._credentials) < _MAX_CREDENTIALS:
+                self._credentials[access.scopes] = credentials
+        scope["auth"] = credentials
         scope["user"] = TokenUser(access)
 
     async def _call_app(
@@ -245,7 +262,7 @@ class BearerAuthMiddleware:
 
         async def send_tracking(message: Message) -> None:
             nonlocal started
-            if message["type"] in ("http.response.start", "websocket.accept"):
+            if not started and message["type"] in _STARTS:
                 started = True
                 decision = scope.get(DECISION_SCOPE_KEY)
                 if decision is not None and message["type"] == "http.response.start":

@@ -210,6 +210,17 @@ class TokenValidator:
 
     async def validate(self, token: str) -> AccessToken:
         """Validate one raw token; every failure is an :class:`AuthError`, never anything else."""
+        digest, cached = self.lookup(token)
+        if cached is not None:
+            return cached
+        return await self.decide(token, digest)
+
+    def lookup(self, token: str) -> tuple[bytes, AccessToken | None]:
+        """The synchronous half of :meth:`validate`: the token's digest and its cached decision.
+
+        A cache hit is answered here without creating a coroutine (the middleware
+        calls this first); a remembered refusal raises. ``None``: call :meth:`decide`.
+        """
         if len(token) > self.max_token_length:
             raise InvalidToken("The access token is too large", reason="too_large")
         try:
@@ -217,9 +228,11 @@ class TokenValidator:
         except UnicodeEncodeError:  # a lone surrogate: no header could have carried it
             raise InvalidToken("The access token is malformed", reason="malformed") from None
         if self._cache_on:
-            cached = self.cache.lookup(digest, self.clock())
-            if cached is not None:
-                return cached
+            return digest, self.cache.lookup(digest, self.clock())
+        return digest, None
+
+    async def decide(self, token: str, digest: bytes) -> AccessToken:
+        """Validate a token :meth:`lookup` found no decision for (``digest`` is its SHA-256)."""
         try:
             return await self._decide(token, digest)
         except AuthError:
