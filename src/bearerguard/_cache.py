@@ -39,7 +39,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from cachetools import Cache
 
 from bearerguard._errors import InvalidToken
-from bearerguard._fetch import parse_json
+from bearerguard._json import loads_bytes
 from bearerguard._tokens import AccessToken
 
 __all__ = [
@@ -317,7 +317,7 @@ class SharedCache:
         if raw is None:
             return None
         try:
-            value = parse_json(raw if isinstance(raw, bytes) else str(raw).encode())
+            value = loads_bytes(raw if isinstance(raw, bytes) else str(raw).encode())
         except ValueError:
             value = None
         if not _well_formed(value):

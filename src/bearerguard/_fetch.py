@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import json
 import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ from urllib.parse import quote_plus, urljoin, urlsplit
 import httpx
 
 from bearerguard._config import FetchPolicy
+from bearerguard._json import loads_bytes
 
 __all__ = [
     "MAX_REDIRECTS",
-    "Backoff",
     "FetchResult",
     "UpstreamError",
     "check_url",
@@ -39,7 +38,6 @@ __all__ = [
     "is_loopback_http",
     "max_age_from_headers",
     "new_client",
-    "parse_json",
 ]
 
 #: Same-origin redirects a GET may follow before the fetch fails.
@@ -134,34 +132,6 @@ def _is_loopback(host: str) -> bool:
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return (url.scheme, url.host.lower(), url.port or default)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"JSON constant {name} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate member name in JSON object")
-        result[key] = value
-    return result
-
-
-def parse_json(body: bytes) -> Any:
-    """Strict JSON (RFC 8259): UTF-8 only, no duplicate member names, no NaN or Infinity.
-
-    Raises ``ValueError`` for anything else, including nesting deep enough to
-    exhaust the parser.
-    """
-    try:
-        text = body.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except UnicodeDecodeError:
-        raise ValueError("body is not UTF-8") from None
 
 
 def max_age_from_headers(headers: httpx.Headers) -> float | None:
@@ -297,7 +267,7 @@ async def _exchange(
         if response.headers.get("content-type", "").lower().startswith("text/html"):
             raise UpstreamError("answer is HTML, not JSON", status=response.status_code)
         try:
-            document = parse_json(body)
+            document = loads_bytes(body)
         except ValueError as exc:
             raise UpstreamError(
                 f"answer is not valid JSON: {exc}", status=response.status_code
@@ -417,38 +387,3 @@ def new_client() -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=30.0),
         headers={"User-Agent": _user_agent()},
     )
-
-
-class Backoff:
-    """Spacing between failed attempts, 1 s doubling up to a cap, so a down IdP is not hammered.
-
-    A ``Retry-After`` from the upstream lengthens the wait (never beyond the cap).
-    """
-
-    __slots__ = ("_cap", "_first", "failures", "next_attempt")
-
-    def __init__(self, cap: float, *, first: float = 1.0) -> None:
-        self._cap = max(0.0, cap)
-        self._first = first
-        self.failures = 0
-        self.next_attempt = float("-inf")
-
-    def allows(self, now: float) -> bool:
-        # The second test lets a clock that went back not stretch the wait beyond the cap.
-        return now >= self.next_attempt or self.next_attempt - now > self._cap
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.next_attempt - now)
-
-    def failed(self, now: float, *, hint: float | None = None) -> float:
-        """Record a failure at ``now``; return the seconds until the next attempt."""
-        self.failures += 1
-        delay = min(self._cap, self._first * 2.0 ** min(self.failures - 1, 62))
-        if hint is not None:
-            delay = max(delay, min(self._cap, hint))
-        self.next_attempt = now + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.next_attempt = float("-inf")

@@ -34,9 +34,10 @@ from typing import Any
 
 import httpx
 
+from bearerguard._backoff import Backoff
 from bearerguard._config import Issuer
 from bearerguard._errors import InvalidToken, Unavailable, signature_refused
-from bearerguard._fetch import Backoff, UpstreamError, fetch_json
+from bearerguard._fetch import UpstreamError, fetch_json
 from bearerguard._flight import SingleFlight
 from bearerguard._keys import KeySet, VerificationKey
 from bearerguard._metadata import MetadataResolver

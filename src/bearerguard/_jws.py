@@ -3,17 +3,17 @@
 PyJWT's ``decode`` and ``get_unverified_header`` are correct but slow on the hot
 path (they walk the token character by character in Python and decode every
 segment more than once). This parser does the same checks with C-level
-primitives: one regex for the alphabet, strict base64url, strict JSON.
+primitives: substring checks for the shape, strict base64url, and the one strict
+JSON parser (:mod:`bearerguard._json`) fetched documents go through too.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
-import math
 from typing import Any
 
 from bearerguard._errors import InvalidToken
+from bearerguard._json import loads_object
 
 __all__ = ["ParsedJWS", "looks_like_jws", "parse_jws"]
 
@@ -56,33 +56,6 @@ def looks_like_jws(token: str) -> bool:
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # RFC 7515 §5.2 and RFC 8725 §3.2: a JSON object with duplicate member names
-    # could be read differently by two parsers, so it is refused.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate member name")
-    return obj
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-_decoder = json.JSONDecoder(
-    object_pairs_hook=_no_duplicates,
-    parse_constant=_reject_constant,
-    parse_float=_finite_float,
-)
-
-
 #: The last character of a canonical segment whose length is 2 or 3 mod 4: its
 #: unused low bits must be zero (RFC 4648 §3.5), or one value has 4 or 16 spellings.
 _CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
@@ -103,23 +76,8 @@ def _b64decode(segment: str) -> bytes:
     return binascii.a2b_base64(padded, strict_mode=True)
 
 
-def reject_lone_surrogates(text: str, value: Any) -> None:
-    """Refuse JSON whose ``\\u`` escapes decode to a lone surrogate (RFC 8259 §8.2, RFC 7493 §2.1).
-
-    Such a string cannot be encoded as UTF-8, so it would crash the application the
-    first time it prints a claim. Only text with an escape needs the check.
-    """
-    if "\\u" in text:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
-
-
 def _json_object(segment: str) -> dict[str, Any]:
-    text = _b64decode(segment).decode("utf-8")
-    value = _decoder.decode(text)
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    reject_lone_surrogates(text, value)
-    return value
+    return loads_object(_b64decode(segment))
 
 
 #: How many distinct headers a header cache keeps before it starts over.

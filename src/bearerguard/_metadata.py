@@ -21,9 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from bearerguard._backoff import Backoff
 from bearerguard._config import Issuer
 from bearerguard._errors import Unavailable
-from bearerguard._fetch import Backoff, UpstreamError, check_url, fetch_json, is_loopback_http
+from bearerguard._fetch import UpstreamError, check_url, fetch_json, is_loopback_http
 from bearerguard._flight import SingleFlight
 
 __all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
