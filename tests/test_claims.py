@@ -377,12 +377,8 @@ def test_expected_claim_must_equal_its_value_with_the_same_json_type() -> None:
     assert reason(r.check_claims, claims(ver="1.0", email_verified=True), NOW) == (
         "unexpected_claim"
     )
-    assert reason(r.check_claims, claims(ver=2.0, email_verified=True), NOW) == (
-        "unexpected_claim"
-    )
-    assert reason(r.check_claims, claims(ver="2.0", email_verified=1), NOW) == (
-        "unexpected_claim"
-    )
+    assert reason(r.check_claims, claims(ver=2.0, email_verified=True), NOW) == "unexpected_claim"
+    assert reason(r.check_claims, claims(ver="2.0", email_verified=1), NOW) == "unexpected_claim"
 
 
 def test_expected_claim_collection_accepts_any_listed_value() -> None:
@@ -415,8 +411,64 @@ def test_expected_claim_may_name_a_nested_path() -> None:
 def test_expected_claims_apply_to_introspection_answers_too() -> None:
     r = rules(expected_claims={"token_use": "access"}, client_ids=("app1",))
     answer = {"active": True, "client_id": "app1", "token_use": "id"}
-    assert reason(lambda: r.check_claims(answer, NOW, introspected=True)) == (
-        "unexpected_claim"
-    )
+    assert reason(lambda: r.check_claims(answer, NOW, introspected=True)) == "unexpected_claim"
     with pytest.raises(InvalidToken):
         r.check_claims({"active": True, "token_use": "access"}, NOW, introspected=True)
+
+
+# -- issuer templates (multi-tenant issuers) --------------------------------------------
+
+TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
+T1 = "11111111-1111-1111-1111-111111111111"
+T2 = "22222222-2222-2222-2222-222222222222"
+
+
+COMMON = "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"
+
+
+def tenant_rules(tenants: Any = (T1,)) -> ClaimRules:
+    return ClaimRules(Issuer(issuer=TEMPLATE, audience=AUD, tenants=tenants, metadata_url=COMMON))
+
+
+def tenant_claims(tid: Any, iss: str | None = None) -> dict[str, Any]:
+    issuer = iss if iss is not None else TEMPLATE.replace("{tenantid}", str(tid))
+    return claims(iss=issuer, tid=tid)
+
+
+def test_issuer_template_is_filled_from_tid_and_must_equal_iss() -> None:
+    tenant_rules().check_claims(tenant_claims(T1), NOW)
+    other_iss = "https://login.microsoftonline.com/" + T2 + "/v2.0"
+    assert reason(tenant_rules().check_claims, tenant_claims(T1, other_iss), NOW) == "bad_iss"
+    v1_iss = f"https://sts.windows.net/{T1}/"
+    assert reason(tenant_rules().check_claims, tenant_claims(T1, v1_iss), NOW) == "bad_iss"
+
+
+def test_issuer_template_refuses_a_tenant_not_allowed() -> None:
+    assert reason(tenant_rules().check_claims, tenant_claims(T2), NOW) == "bad_tenant"
+
+
+def test_issuer_template_with_star_accepts_any_tenant() -> None:
+    tenant_rules("*").check_claims(tenant_claims(T2), NOW)
+
+
+@pytest.mark.parametrize("tid", [None, 5, "", "a/b", "x" * 200, "../x"])
+def test_issuer_template_refuses_a_tid_that_is_not_one_tenant_id(tid: Any) -> None:
+    iss = TEMPLATE.replace("{tenantid}", str(tid))
+    assert reason(tenant_rules("*").check_claims, claims(iss=iss, tid=tid), NOW) == "bad_iss"
+
+
+def test_issuer_template_without_tenants_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="tenants"):
+        Issuer(issuer=TEMPLATE, audience=AUD, metadata_url=COMMON)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "tenants"),
+    [(ISS, (T1,)), (TEMPLATE, T1), (TEMPLATE, ()), (TEMPLATE, ("a/b",)),
+     ("https://x/{tenantid}/{tenantid}", "*"), ("https://x/{tenantid}/{other}", "*")],
+)  # fmt: skip
+def test_tenants_without_one_clean_template_is_a_configuration_error(
+    issuer: str, tenants: Any
+) -> None:
+    with pytest.raises(ValueError):
+        Issuer(issuer=issuer, audience=AUD, tenants=tenants, metadata_url=COMMON)

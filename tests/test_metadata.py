@@ -57,6 +57,17 @@ async def test_oidc_discovery_finds_the_jwks_uri(make: Make, test_issuer: TestIs
     assert test_issuer.requests[test_issuer.discovery_path] == 1
 
 
+async def test_metadata_url_is_fetched_instead_of_the_well_known_paths(
+    make: Make, test_issuer: TestIssuer
+) -> None:
+    elsewhere = test_issuer.url("/tenant-independent/openid-configuration")
+    test_issuer.route("/tenant-independent/openid-configuration", body=test_issuer.metadata())
+    metadata = await make(test_issuer.issuer, metadata_url=elsewhere).get()
+    assert metadata.jwks_uri == test_issuer.jwks_uri
+    assert test_issuer.requests["/tenant-independent/openid-configuration"] == 1
+    assert test_issuer.requests[test_issuer.discovery_path] == 0
+
+
 async def test_rfc8414_path_insertion_is_tried_when_oidc_discovery_is_absent(make: Make) -> None:
     with TestIssuer(path="/tenant") as issuer:
         issuer.route(issuer.discovery_path, status=404, body={"error": "not_found"})

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from bearerguard._config import ClaimPath, Issuer
+from bearerguard._config import TENANT_ID, TENANT_PLACEHOLDER, ClaimPath, Issuer
 from bearerguard._errors import InvalidToken
 
 __all__ = ["ClaimRules", "read_scopes"]
@@ -182,6 +182,8 @@ class ClaimRules:
         "scope_claims",
         "scope_memo",
         "strict_typ",
+        "template",
+        "tenants",
     )
 
     def __init__(self, config: Issuer) -> None:
@@ -189,6 +191,14 @@ class ClaimRules:
         # compiled (and an impossible one refused) below.
         self.algorithms = frozenset(config.algorithms)
         self.issuer = config.issuer
+        #: An issuer template's text before and after ``{tenantid}``; ``None`` otherwise.
+        self.template: tuple[str, str] | None = None
+        #: The tenants a template accepts; ``None`` for any (``tenants="*"``).
+        self.tenants: frozenset[str] | None = None
+        if config.tenants is not None:  # the Issuer checked the template is well formed
+            before, _, after = config.issuer.partition(TENANT_PLACEHOLDER)
+            self.template = (before, after)
+            self.tenants = None if config.tenants == "*" else frozenset(config.tenants)
         self.audiences = frozenset(config.audiences)
         self.leeway = float(config.leeway)
         self.strict_typ = config.rfc9068
@@ -249,6 +259,32 @@ class ClaimRules:
             return value
         return None
 
+    def frames(self, iss: str) -> bool:
+        """True when ``iss`` has this issuer template's shape (which tenant is judged later)."""
+        template = self.template
+        return (
+            template is not None
+            and len(iss) > len(template[0]) + len(template[1])
+            and iss.startswith(template[0])
+            and iss.endswith(template[1])
+        )
+
+    def _check_tenant(self, claims: Mapping[str, Any]) -> None:
+        """A template's rule: ``tid`` fills it, the result is ``iss``, and the tenant is allowed."""
+        assert self.template is not None
+        tid = claims.get("tid")
+        iss = claims.get("iss")
+        if (
+            type(tid) is not str
+            or not TENANT_ID.fullmatch(tid)
+            or iss != f"{self.template[0]}{tid}{self.template[1]}"
+        ):
+            raise InvalidToken(
+                "The access token was not issued by a trusted issuer", reason="bad_iss"
+            )
+        if self.tenants is not None and tid not in self.tenants:
+            raise InvalidToken("The access token's tenant is not allowed", reason="bad_tenant")
+
     def check_header(self, header: Mapping[str, Any]) -> str:
         """Judge the protected header; return its ``alg``.
 
@@ -283,7 +319,9 @@ class ClaimRules:
         are optional and judged only when present, and RFC 9068's required claims
         do not apply; one code path judges both kinds of token alike.
         """
-        if (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
+        if self.template is not None:
+            self._check_tenant(claims)
+        elif (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
             raise InvalidToken(
                 "The access token was not issued by a trusted issuer", reason="bad_iss"
             )

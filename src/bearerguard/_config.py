@@ -9,6 +9,7 @@ forwarded to :class:`Issuer` unchanged.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias, TypedDict
@@ -18,6 +19,8 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "DEFAULT_CLIENT_ID_CLAIMS",
     "HMAC_ALGORITHMS",
+    "TENANT_ID",
+    "TENANT_PLACEHOLDER",
     "ClaimPath",
     "Expected",
     "FetchPolicy",
@@ -39,6 +42,12 @@ HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
 #: Where providers put the client a token was issued to: RFC 9068 and Cognito
 #: ``client_id``, OIDC ``azp`` (Auth0, Keycloak, Entra v2), Okta ``cid``, Entra v1 ``appid``.
 DEFAULT_CLIENT_ID_CLAIMS: tuple[str, ...] = ("client_id", "azp", "cid", "appid")
+
+#: Where an issuer template takes the token's tenant (``tid``), as in Entra ID's
+#: tenant-independent metadata: ``https://login.microsoftonline.com/{tenantid}/v2.0``.
+TENANT_PLACEHOLDER = "{tenantid}"
+#: A tenant id fills one path segment of an issuer template, nothing more.
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: A claim named by its name (``"scope"``), a dotted path into nested objects
 #: (``"realm_access.roles"``; a top-level claim of that exact name wins), or a tuple
@@ -89,7 +98,10 @@ class Issuer:
     """One trusted authorization server and what its tokens must look like.
 
     ``issuer`` is compared to ``iss`` exactly, as RFC 8414 §3.3 and RFC 9068 §4 ask:
-    no trimming of slashes, no prefix match.
+    no trimming of slashes, no prefix match. An issuer holding ``{tenantid}`` is a
+    template for multi-tenant providers: the token's ``tid`` fills it, the result
+    must equal ``iss`` exactly, and ``tid`` must be one of ``tenants`` (or any,
+    with ``tenants="*"``).
     """
 
     issuer: str
@@ -138,6 +150,11 @@ class Issuer:
     cache_url: str | None = None
     #: Skip OIDC/RFC 8414 discovery entirely (then ``jwks_uri`` must be given).
     discovery: bool = True
+    #: The discovery document's URL, when it is not at the issuer's well-known path
+    #: (an issuer template's tenant-independent document, say).
+    metadata_url: str | None = None
+    #: With an issuer template: the tenants (``tid``) accepted, or ``"*"`` for any.
+    tenants: Sequence[str] | Literal["*"] | None = None
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
     def __post_init__(self) -> None:
@@ -188,6 +205,38 @@ class Issuer:
             )
         if not isinstance(self.fetch, FetchPolicy):
             raise ValueError("Issuer.fetch must be a FetchPolicy")
+        if TENANT_PLACEHOLDER in self.issuer or self.tenants is not None:
+            self._check_template()
+
+    def _check_template(self) -> None:
+        """An issuer template: one ``{tenantid}``, its tenants named, its keys findable."""
+        issuer, tenants = self.issuer, self.tenants
+        if issuer.count(TENANT_PLACEHOLDER) != 1:
+            raise ValueError(
+                f"tenants are given, so the issuer must hold {TENANT_PLACEHOLDER} exactly once "
+                f"(got {issuer!r})"
+            )
+        if "{" in issuer.replace(TENANT_PLACEHOLDER, "") or "}" in issuer.replace(
+            TENANT_PLACEHOLDER, ""
+        ):
+            raise ValueError(f"the issuer template {issuer!r} holds another placeholder")
+        if tenants is None:
+            raise ValueError(
+                f"the issuer {issuer!r} is a template: say which tenants it accepts, "
+                "tenants=[...] or tenants='*' for any"
+            )
+        if tenants != "*":
+            _as_tuple(self, "tenants")
+            if not self.tenants:
+                raise ValueError("tenants is empty: no token could ever be accepted")
+            for tenant in self.tenants:
+                if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
+                    raise ValueError(f"tenant {tenant!r} is not a tenant id")
+        if self.metadata_url is None and self.jwks_uri is None and self.discovery:
+            raise ValueError(
+                f"the issuer template {issuer!r} has no discovery document of its own: "
+                "give metadata_url (its tenant-independent document) or jwks_uri"
+            )
 
     @property
     def audiences(self) -> tuple[str, ...]:

@@ -62,6 +62,7 @@ Reason: TypeAlias = Literal[
     "bad_claim",
     "bad_scope",
     "bad_client",
+    "bad_tenant",
     "unexpected_claim",
     # introspection (401)
     "no_introspection",

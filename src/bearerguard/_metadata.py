@@ -2,7 +2,10 @@
 
 The document is trusted only when its ``issuer`` equals the configured one exactly
 (RFC 8414 §3.3): otherwise a compromised or misconfigured server could point us at
-someone else's keys. The URLs it names must be https, unless the issuer itself is
+someone else's keys. For an issuer template that means the document holds the very
+template (Entra ID's tenant-independent documents say
+``https://login.microsoftonline.com/{tenantid}/v2.0``), fetched from ``metadata_url``.
+The URLs it names must be https, unless the issuer itself is
 plain http on loopback: an https issuer's metadata may not aim us at a local
 service. A failure here is the upstream's or the configuration's fault, never the
 token's, so it surfaces as :class:`~bearerguard._errors.Unavailable`.
@@ -82,7 +85,7 @@ class MetadataResolver:
         self._client = client
         self._clock = clock
         self._policy = issuer.fetch
-        for configured in (issuer.jwks_uri, issuer.introspection_endpoint):
+        for configured in (issuer.jwks_uri, issuer.introspection_endpoint, issuer.metadata_url):
             if configured is not None:
                 check_url(configured)
         self._static: ServerMetadata | None = None
@@ -176,7 +179,8 @@ class MetadataResolver:
         if parts.query or parts.fragment:
             raise _MetadataError("issuer must not have a query or fragment (RFC 8414 §2)")
         last: UpstreamError | None = None
-        for url in discovery_urls(issuer):
+        configured = self._issuer.metadata_url
+        for url in (configured,) if configured is not None else discovery_urls(issuer):
             self.fetches += 1
             try:
                 result = await fetch_json(self._client, url, policy=self._policy)

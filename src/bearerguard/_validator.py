@@ -26,6 +26,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -41,7 +42,7 @@ from bearerguard._cache import (
     ValidationCache,
 )
 from bearerguard._claims import ClaimRules
-from bearerguard._config import HMAC_ALGORITHMS, Issuer
+from bearerguard._config import HMAC_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Reason, Unavailable, signature_refused
 from bearerguard._fetch import new_client
 from bearerguard._flight import KeyedFlight
@@ -83,11 +84,19 @@ class IssuerState:
         "shared",
     )
 
-    def __init__(self, config: Issuer, client: httpx.AsyncClient, clock: Callable[[], float]):
+    def __init__(
+        self,
+        config: Issuer,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float],
+        *,
+        jwks: JWKSCache | None = None,
+    ):
         self.config = config
         self.rules = ClaimRules(config)
         self.metadata = MetadataResolver(config, client, clock=clock)
-        self.jwks = JWKSCache(config, client, metadata=self.metadata, clock=clock)
+        #: Issuers configured with one ``jwks_uri`` hand in the one cache they share.
+        self.jwks = jwks or JWKSCache(config, client, metadata=self.metadata, clock=clock)
         self.hmac_keys: dict[str, tuple[VerificationKey, ...]] = {}
         if config.shared_secret is not None:
             for key in shared_secret_keys(
@@ -110,6 +119,32 @@ class IssuerState:
     def key_source(self, alg: str) -> Generational:
         """What judged a signature: the JWKS (whose generation changes on rotation), or a secret."""
         return ALWAYS_ACTIVE if alg in HMAC_ALGORITHMS else self.jwks
+
+
+def _shared_jwks(
+    issuers: Sequence[Issuer], client: httpx.AsyncClient, clock: Callable[[], float]
+) -> dict[tuple[str | None, FetchPolicy], JWKSCache]:
+    """One key cache per configured ``jwks_uri`` (and fetch policy) that several issuers name.
+
+    Entra ID publishes one key set for every tenant: twenty single-tenant issuers
+    cost one fetch, one refresh and one cache. The shared cache parses keys for every
+    algorithm its issuers allow; each issuer's own allowlist still judges each token.
+    """
+    groups: dict[tuple[str | None, FetchPolicy], list[Issuer]] = {}
+    for config in issuers:
+        if config.jwks_uri is not None:
+            groups.setdefault((config.jwks_uri, config.fetch), []).append(config)
+    caches: dict[tuple[str | None, FetchPolicy], JWKSCache] = {}
+    for key, sharers in groups.items():
+        if len(sharers) < 2:
+            continue
+        algorithms = tuple(
+            dict.fromkeys(a for c in sharers for a in c.algorithms if a not in HMAC_ALGORITHMS)
+        )
+        owner = replace(sharers[0], algorithms=algorithms or sharers[0].algorithms)
+        metadata = MetadataResolver(owner, client, clock=clock)
+        caches[key] = JWKSCache(owner, client, metadata=metadata, clock=clock)
+    return caches
 
 
 class TokenValidator:
@@ -135,10 +170,14 @@ class TokenValidator:
         self.clock = clock
         self.max_token_length = max_token_length
         self.issuers: dict[str, IssuerState] = {}
+        shared_keys = _shared_jwks(issuers, self.client, clock)
         for config in issuers:
             if config.issuer in self.issuers:
                 raise ValueError(f"issuer {config.issuer!r} is configured twice")
-            self.issuers[config.issuer] = IssuerState(config, self.client, clock)
+            jwks = shared_keys.get((config.jwks_uri, config.fetch)) if config.jwks_uri else None
+            self.issuers[config.issuer] = IssuerState(config, self.client, clock, jwks=jwks)
+        #: Issuer templates (``{tenantid}``), tried when no issuer equals ``iss``.
+        self._templates = tuple(s for s in self.issuers.values() if s.rules.template)
         opaque = [
             s
             for s in self.issuers.values()
@@ -188,11 +227,13 @@ class TokenValidator:
         if self._prefetch is None:
             self._prefetch = asyncio.get_running_loop().create_task(self._prefetch_all())
 
+    def _key_caches(self, *, in_use: bool = True) -> list[JWKSCache]:
+        """Each JWKS cache once, however many issuers share it."""
+        states = [s for s in self.issuers.values() if s.uses_jwks or not in_use]
+        return list({id(s.jwks): s.jwks for s in states}.values())
+
     async def _prefetch_all(self) -> None:
-        await asyncio.gather(
-            *(s.jwks.prefetch() for s in self.issuers.values() if s.uses_jwks),
-            return_exceptions=True,
-        )
+        await asyncio.gather(*(c.prefetch() for c in self._key_caches()), return_exceptions=True)
 
     async def aclose(self) -> None:
         if self._prefetch is not None:
@@ -200,7 +241,9 @@ class TokenValidator:
             self._prefetch = None
         await self._introspecting.aclose()
         for state in self.issuers.values():
-            await state.jwks.aclose()
+            await state.metadata.aclose()
+        for cache in self._key_caches(in_use=False):
+            await cache.aclose()
         for shared in self._shared.values():
             await shared.aclose()
         if self._owns_client:
@@ -258,6 +301,9 @@ class TokenValidator:
     def _issuer_for(self, claims: dict[str, Any]) -> IssuerState:
         iss = claims.get("iss")
         state = self.issuers.get(iss) if type(iss) is str else None
+        if state is None and type(iss) is str:
+            # Only a trusted template's own shape picks it; its rules then judge the tenant.
+            state = next((s for s in self._templates if s.rules.frames(iss)), None)
         if state is None:
             raise InvalidToken(
                 "The access token was not issued by a trusted issuer", reason="bad_iss"
@@ -324,7 +370,7 @@ class TokenValidator:
         audience = (aud,) if type(aud) is str else tuple(a for a in aud or () if type(a) is str)
         exp = claims.get("exp")
         return AccessToken(
-            issuer=state.config.issuer,
+            issuer=claims["iss"],  # equal to the issuer, or its template filled for the tenant
             subject=claims.get("sub"),
             client_id=state.rules.client_id(claims),
             scopes=self.cache.shared_scopes(state.rules.scopes(claims)),

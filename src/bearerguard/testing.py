@@ -12,6 +12,10 @@ It does not depend on pytest and works inside or outside an event loop::
     with TestIssuer() as issuer:
         app.add_middleware(BearerAuthMiddleware, issuer=issuer.issuer, audience=issuer.audience)
         client.get("/items", headers=issuer.auth_header(scope="read:items"))
+
+``TestIssuer(issuer="https://...")`` plays any real issuer (a provider preset's,
+unchanged) through :meth:`TestIssuer.transport`: discovery and the JWKS are
+answered at that issuer's URLs, and requests to any other host fail to connect.
 """
 
 from __future__ import annotations
@@ -386,18 +390,30 @@ class TestIssuer:
         path: str = "",
         client_id: str = "test-client",
         clock: Callable[[], float] = time.time,
+        issuer: str | None = None,
+        jwks_uri: str | None = None,
+        metadata_url: str | None = None,
     ) -> None:
         algs = tuple(algorithms)
         if not algs:
             raise ValueError("TestIssuer needs at least one algorithm")
         if path and (not path.startswith("/") or path.endswith("/")):
             raise ValueError("path must start with '/' and not end with one")
+        if issuer is not None and path:
+            raise ValueError("give either issuer= (a whole URL) or path=, not both")
+        for url in (issuer, jwks_uri, metadata_url):
+            if url is not None and urlsplit(url).scheme not in ("https", "http"):
+                raise ValueError(f"{url!r} is not an http(s) URL")
         self.audience = audience
         self.client_id = client_id
         #: The time tokens are minted at and introspection judges ``exp`` by (a
         #: :class:`ManualClock` shared with the middleware moves both).
         self.clock = clock
         self._path = path
+        #: Played issuer: its identifier, JWKS and discovery URLs (``None``: loopback).
+        self._played = issuer
+        self._jwks_uri = jwks_uri
+        self._metadata_url = metadata_url
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._counter = 0
@@ -477,34 +493,65 @@ class TestIssuer:
 
     @property
     def issuer(self) -> str:
-        """The issuer identifier, ``http://127.0.0.1:PORT`` plus the optional path."""
-        return self.base_url + self._path
+        """The issuer identifier: the one played, else ``http://127.0.0.1:PORT`` plus the path.
+
+        A played issuer template (``{tenantid}``) is filled from each token's ``tid``.
+        """
+        return self._played if self._played is not None else self.base_url + self._path
+
+    @property
+    def _origin(self) -> str:
+        parts = urlsplit(self.issuer)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def _issuer_path(self) -> str:
+        """The issuer's path without a trailing slash (none for a template)."""
+        if self._played is None:
+            return self._path
+        path = urlsplit(self._played).path.rstrip("/")
+        return "" if "{" in path else path
 
     @property
     def jwks_uri(self) -> str:
-        return self.issuer + "/jwks"
+        if self._jwks_uri is not None:
+            return self._jwks_uri
+        return self._origin + self._issuer_path + "/jwks"
+
+    @property
+    def metadata_url(self) -> str:
+        """Where discovery is answered besides the issuer's own well-known paths, if given."""
+        return self._metadata_url or self._origin + self.discovery_path
 
     @property
     def introspection_endpoint(self) -> str:
-        return self.issuer + "/introspect"
+        return self._origin + self.introspection_path
 
     @property
     def introspection_path(self) -> str:
-        return self._path + "/introspect"
+        return self._issuer_path + "/introspect"
 
     @property
     def discovery_path(self) -> str:
         """The OIDC discovery path (``{issuer}/.well-known/openid-configuration``)."""
-        return self._path + "/.well-known/openid-configuration"
+        return self._issuer_path + "/.well-known/openid-configuration"
 
     @property
     def rfc8414_path(self) -> str:
         """The RFC 8414 §3.1 path: the well-known segment goes before the issuer's path."""
-        return "/.well-known/oauth-authorization-server" + self._path
+        return "/.well-known/oauth-authorization-server" + self._issuer_path
 
     @property
     def jwks_path(self) -> str:
-        return self._path + "/jwks"
+        return urlsplit(self.jwks_uri).path
+
+    def _serves(self, url: httpx.URL) -> bool:
+        """Whether a played issuer answers this URL's origin (the loopback one answers all)."""
+        if self._played is None:
+            return True
+        origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        served = (self.issuer, self.jwks_uri, self.metadata_url)
+        return any(origin == f"{p.scheme}://{p.netloc}" for p in map(urlsplit, served))
 
     def url(self, path: str) -> str:
         """An absolute URL on this server for ``path`` (which starts with ``/``)."""
@@ -619,6 +666,12 @@ class TestIssuer:
         if body["aud"] is None:
             del body["aud"]
         body.update(claims or {})
+        iss = body.get("iss")
+        if isinstance(iss, str) and "{tenantid}" in iss:
+            tid = body.get("tid")
+            if not isinstance(tid, str):
+                raise ValueError("an issuer template needs the token's tenant: claims={'tid': ...}")
+            body["iss"] = iss.replace("{tenantid}", tid)
         for name in drop:
             body.pop(name, None)
         return body
@@ -842,7 +895,8 @@ class TestIssuer:
                 return Response(
                     200, document, {"Content-Type": "application/jwk-set+json", **cache}
                 )
-            if request.path in (self.discovery_path, self.rfc8414_path):
+            discovery = (self.discovery_path, self.rfc8414_path, urlsplit(self.metadata_url).path)
+            if request.path in discovery:
                 document = self.metadata() if metadata_override is _DEFAULT else metadata_override
                 return Response(200, document, cache)
         return Response(404, {"error": "not_found"})
@@ -906,6 +960,11 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
         )
         if self._owner._closed:
             raise httpx.ConnectError("the test issuer is closed", request=request)
+        if not self._owner._serves(request.url):
+            raise httpx.ConnectError(
+                f"the test issuer plays {self._owner.issuer!r}, not {request.url.host!r}",
+                request=request,
+            )
         # _answer may sleep (delay()): off the event loop, as the real server would be.
         answer = await asyncio.to_thread(self._owner._answer, recorded)
         if answer is None:
