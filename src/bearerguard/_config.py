@@ -294,6 +294,8 @@ class IssuerOptions(TypedDict, total=False):
     introspection_requires_audience: bool
     cache_url: str | None
     discovery: bool
+    metadata_url: str | None
+    tenants: Sequence[str] | Literal["*"] | None
     fetch: FetchPolicy
 
 
