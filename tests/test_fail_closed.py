@@ -29,7 +29,8 @@ from starlette.routing import Route
 from bearerguard import BearerAuthMiddleware, FetchPolicy, token_of
 from bearerguard._demo import create_demo_app
 from bearerguard._keys import VerificationKey
-from bearerguard.testing import TestIssuer, generate_key, tamper
+from bearerguard.testing import RecordedRequest, Response, TestIssuer, generate_key, tamper
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -99,6 +100,72 @@ def assert_invalid_token(response: httpx.Response) -> None:
         'Bearer realm="api", error="invalid_token"'
     )
     assert response.json()["error"] == "invalid_token"
+
+
+# -- rule 1: a shared cache never crosses APIs --------------------------------------------
+
+
+async def test_rule1_a_shared_cache_never_crosses_apis(
+    test_issuer: TestIssuer, server: RedisServer
+) -> None:
+    """Two APIs on one Redis: each gets the verdict the authorization server gave *it*.
+
+    The authorization server says ``active`` (without ``aud``) only to API A, which
+    the token was issued for, and ``active: false`` to API B.
+    """
+    tokens = {secrets.token_urlsafe(24) for _ in range(2)}
+    asked: list[str] = []
+
+    def introspect(request: RecordedRequest) -> Response:
+        credentials = request.headers["authorization"].partition(" ")[2]
+        client = base64.b64decode(credentials).decode().partition(":")[0]
+        token = dict(pair.split("=", 1) for pair in request.body.decode().split("&"))["token"]
+        asked.append(client)
+        if client == "api-a" and token in tokens:
+            return Response(200, {"active": True, "sub": "ann", "scope": "read"})
+        return Response(200, {"active": False})
+
+    test_issuer.add_handler("POST", test_issuer.introspection_path, introspect)
+
+    def api(name: str, **options: Any) -> httpx.AsyncClient:
+        app = starlette_app(
+            test_issuer,
+            audience=f"https://{name}.example.com",
+            introspection_endpoint=test_issuer.introspection_endpoint,
+            client_id=name,
+            client_secret="secret",
+            cache_url=server.url,
+            **options,
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+    first, second = sorted(tokens)
+    async with (
+        api("api-a") as a,
+        api("api-a") as a_replica,
+        api("api-a", introspection_cache_ttl=0) as a_uncached,
+        api("api-a", introspection_cache_ttl=0.5) as a_brief,
+        api("api-b") as b,
+    ):
+        # A's "active" (stored in Redis) never opens B...
+        assert (await a.get("/me", headers=bearer(first))).json() == {"sub": "ann"}
+        assert_invalid_token(await b.get("/me", headers=bearer(first)))
+        assert asked == ["api-a", "api-b"]  # B asked for itself
+        # ...and B's "active: false" (stored in Redis) never makes A refuse.
+        assert_invalid_token(await b.get("/me", headers=bearer(second)))
+        assert (await a.get("/me", headers=bearer(second))).is_success
+        assert asked[2:] == ["api-b", "api-a"]
+        # A replica of A does share A's verdict: no call.
+        assert (await a_replica.get("/me", headers=bearer(first))).is_success
+        assert len(asked) == 4
+        # introspection_cache_ttl=0: asks the authorization server every time.
+        for _ in range(2):
+            assert (await a_uncached.get("/me", headers=bearer(first))).is_success
+        assert len(asked) == 6
+        # A replica never serves a shared entry longer than its own TTL allows.
+        await asyncio.sleep(0.6)
+        assert (await a_brief.get("/me", headers=bearer(first))).is_success
+        assert len(asked) == 7
 
 
 # -- rule 2: bound tokens are never accepted as plain bearer tokens --------------------

@@ -256,10 +256,11 @@ class ValidationCache:
 class SharedCache:
     """Introspection answers shared between replicas through Redis; never raises.
 
-    A value is ``{"active": true, "claims": {...}, "until": <epoch>}`` (or
-    ``"active": false`` for a refusal) stored with the same lifetime the local
-    cache would give it. Readers judge the claims again with their own rules and
-    clock, so a replica configured differently is not bound by another's verdict.
+    A value is ``{"active": true, "at": <epoch>, "claims": {...}, "until": <epoch>}``
+    (or ``"active": false`` for a refusal) stored with the same lifetime the local
+    cache would give it. Readers judge the claims again with their own rules, clock
+    and TTLs (counted from ``at``), so a replica configured differently is not bound
+    by another's verdict. (v2: v1 entries had no ``at`` and are not read.)
     When Redis errors or times out, it is left alone for ``down_for`` seconds and
     bearerguard carries on with its in-process cache and the introspection endpoint.
     """
@@ -270,7 +271,7 @@ class SharedCache:
         *,
         timeout: float = 0.25,
         down_for: float = 5.0,
-        prefix: str = "bearerguard:v1:introspection:",
+        prefix: str = "bearerguard:v2:introspection:",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         try:  # optional dependency: imported only when configured
@@ -367,7 +368,7 @@ def _well_formed(value: Any) -> bool:
         return False
     active = value.get("active")
     until = value.get("until")
-    if type(until) not in (int, float):
+    if type(until) not in (int, float) or type(value.get("at")) not in (int, float):
         return False
     if active is True:
         claims = value.get("claims")

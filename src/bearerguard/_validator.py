@@ -70,6 +70,11 @@ def token_hash(token: str) -> str:
     return _sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def asker(config: Issuer) -> str:
+    """This API as one issuer knows it: the issuer, our audiences and our introspection client."""
+    return "\0".join((config.issuer, " ".join(sorted(config.audiences)), config.client_id or ""))
+
+
 class IssuerState:
     """Everything bearerguard holds for one trusted issuer: rules, metadata, keys, introspection."""
 
@@ -108,8 +113,11 @@ class IssuerState:
             self.introspector = Introspector(
                 config, client, metadata=self.metadata, rules=self.rules
             )
-        #: Redis keys of this issuer's introspection results live under this name.
-        self.namespace = _sha256(config.issuer.encode()).hexdigest()[:16]
+        #: Redis keys of this issuer's introspection results live under this name: the
+        #: issuer and this API's identity, since an authorization server answers for the
+        #: resource server that asked (RFC 7662 §2.2, §4) and another API must never
+        #: reuse that verdict (an answer without ``aud`` vouches only for the asker).
+        self.namespace = _sha256(asker(config).encode()).hexdigest()[:32]
         self.shared: SharedCache | None = None
 
     @property
@@ -214,10 +222,7 @@ class TokenValidator:
         The trusted issuers with their audiences and introspection client: two APIs that
         differ in any of them never read each other's entries.
         """
-        parts = sorted(
-            "\0".join((c.issuer, " ".join(sorted(c.audiences)), c.client_id or ""))
-            for c in (state.config for state in self.issuers.values())
-        )
+        parts = sorted(asker(state.config) for state in self.issuers.values())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     # -- lifecycle -------------------------------------------------------------
@@ -401,10 +406,12 @@ class TokenValidator:
         assert introspector is not None
         config = state.config
         shared = state.shared
-        if shared is not None:
+        if shared is not None and config.introspection_cache_ttl > 0:
             stored = await shared.get(state.namespace, digest)
-            if stored is not None and stored["until"] > self.clock():
-                return self._from_shared(state, digest, stored)
+            if stored is not None:
+                found = self._from_shared(state, digest, stored)
+                if found is not None:
+                    return found
         endpoint = await introspector.endpoint()
         if endpoint is None:
             log.warning(
@@ -425,29 +432,36 @@ class TokenValidator:
                 self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
             if shared is not None and document.get("active") is False:
                 until = now + config.negative_cache_ttl
-                await shared.put(
-                    state.namespace, digest, {"active": False, "until": until}, until - now
-                )
+                value = {"active": False, "at": now, "until": until}
+                await shared.put(state.namespace, digest, value, until - now)
             raise
         deadline = cache_deadline(document, now, config.introspection_cache_ttl)
         self._accept(digest, access, deadline, ALWAYS_ACTIVE)
         if shared is not None:
-            value = {"active": True, "claims": dict(document), "until": deadline}
+            value = {"active": True, "at": now, "claims": dict(document), "until": deadline}
             await shared.put(state.namespace, digest, value, deadline - now)
         return access
 
     def _from_shared(
         self, state: IssuerState, digest: bytes, stored: dict[str, Any]
-    ) -> AccessToken:
-        """A result another replica stored, judged again with this replica's rules and clock."""
+    ) -> AccessToken | None:
+        """A result another replica stored, judged again with this replica's rules and clock.
+
+        ``None`` when this replica's own TTLs say the answer is too old to serve: a
+        replica never trusts an entry longer than it would trust its own answer.
+        """
         introspector = state.introspector
         assert introspector is not None
         config = state.config
         now = self.clock()
-        until = float(stored["until"])
-        if stored["active"] is not True:
+        active = stored["active"] is True
+        ttl = config.introspection_cache_ttl if active else config.negative_cache_ttl
+        until = min(float(stored["until"]), float(stored["at"]) + ttl)
+        if until <= now:
+            return None
+        if not active:
             error = InvalidToken("The access token is not active", reason="inactive")
-            self._refuse(digest, error, min(config.negative_cache_ttl, until - now), ALWAYS_ACTIVE)
+            self._refuse(digest, error, until - now, ALWAYS_ACTIVE)
             raise error
         claims: dict[str, Any] = stored["claims"]
         try:
