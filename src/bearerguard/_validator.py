@@ -432,8 +432,8 @@ class TokenValidator:
                 self._refuse(digest, error, config.negative_cache_ttl, ALWAYS_ACTIVE)
             if shared is not None and document.get("active") is False:
                 until = now + config.negative_cache_ttl
-                value = {"active": False, "at": now, "until": until}
-                await shared.put(state.namespace, digest, value, until - now)
+                refusal: dict[str, Any] = {"active": False, "at": now, "until": until}
+                await shared.put(state.namespace, digest, refusal, until - now)
             raise
         deadline = cache_deadline(document, now, config.introspection_cache_ttl)
         self._accept(digest, access, deadline, ALWAYS_ACTIVE)
