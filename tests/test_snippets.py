@@ -188,6 +188,28 @@ def check_step_up(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.post("/close", headers=issuer.auth_header(strong)).status_code == 200
 
 
+@check("README.md", "Protected resource metadata (RFC 9728)")
+def check_resource_metadata(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    app = snippets.run(snippet, issuer.issuer)["app"]
+    with TestClient(app, base_url="https://api.example.com") as client:
+        refused = client.get("/items")
+        assert refused.status_code == 401
+        url = "https://api.example.com/.well-known/oauth-protected-resource"
+        assert (
+            refused.headers["www-authenticate"] == f'Bearer realm="api", resource_metadata="{url}"'
+        )
+        document = client.get(url).json()
+        assert document == {
+            "resource": "https://api.example.com",
+            "authorization_servers": [issuer.issuer],
+            "scopes_supported": ["read:items"],
+            "bearer_methods_supported": ["header"],
+        }
+        assert (
+            client.get("/items", headers=issuer.auth_header(scope="read:items")).status_code == 200
+        )
+
+
 @check("README.md", "Certificate-bound tokens (mTLS, RFC 8705)")
 def check_mtls(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     namespace = snippets.run(snippet, issuer.issuer)  # the test snippet asserts as it runs

@@ -25,6 +25,7 @@ from bearerguard._observability import LoggingObserver, Observer
 from bearerguard._ratelimit import RateLimiter
 from bearerguard._ratelimit_decision import RateLimitDecision
 from bearerguard._ratelimit_routes import rate_limit, rate_limited
+from bearerguard._resource_metadata import ResourceMetadata
 from bearerguard._sharing import TokenSharing
 from bearerguard._tokens import AccessToken, TokenUser
 from bearerguard._validator import TokenValidator
@@ -46,6 +47,7 @@ __all__ = [
     "RateLimitDecision",
     "RateLimited",
     "RateLimiter",
+    "ResourceMetadata",
     "TokenSharing",
     "TokenUser",
     "TokenValidator",

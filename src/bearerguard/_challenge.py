@@ -43,10 +43,14 @@ class Answer:
         return response
 
 
-def answer_for(error: AuthError, realm: str | None) -> Answer:
+def answer_for(
+    error: AuthError, realm: str | None, *, resource_metadata: str | None = None
+) -> Answer:
     """Build the answer for an error; the only function that writes a challenge.
 
     ``realm`` is optional in RFC 6750 §3; without one the challenge omits it.
+    ``resource_metadata`` (RFC 9728 §5.1) tells the client where to learn which
+    authorization server issues tokens for this API; every challenge carries it.
     """
     params = [f'realm="{quote(realm)}"'] if realm else []
     body: dict[str, object] = {}
@@ -83,6 +87,8 @@ def answer_for(error: AuthError, realm: str | None) -> Answer:
             if error.max_age is not None:
                 params.append(f'max_age="{error.max_age}"')
                 body["max_age"] = error.max_age
+        if resource_metadata is not None:
+            params.append(f'resource_metadata="{quote(resource_metadata)}"')
         challenge = "Bearer " + ", ".join(params) if params else "Bearer"
         headers.append((b"www-authenticate", challenge.encode()))
     payload = json.dumps(body, separators=(",", ":")).encode()

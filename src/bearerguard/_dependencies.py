@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -28,10 +29,13 @@ __all__ = [
     "require_authentication",
     "require_scopes",
     "requires_scopes",
+    "route_scopes",
     "token_of",
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+log = logging.getLogger("bearerguard.middleware")
 
 
 def token_of(conn: HTTPConnection) -> AccessToken | None:
@@ -235,6 +239,55 @@ class require_authentication(_Guard):
         return f"require_authentication(acr_values={self.acr_values!r}, max_age={self.max_age!r})"
 
 
+#: Where a decorated endpoint lists its guards (decorators may stack).
+_GUARDS = "__bearerguard_guards__"
+#: Deeper than this, a route tree is not walked further (mounts inside mounts...).
+_MAX_ROUTE_DEPTH = 16
+
+
+def route_scopes(app: Any) -> tuple[str, ...]:
+    """Every scope a route of ``app`` requires, sorted: what RFC 9728 ``scopes_supported`` lists.
+
+    Reads ``@requires_scopes`` endpoints and ``require_scopes`` dependencies of the
+    routes (through mounts), and for a FastAPI application its OpenAPI document,
+    where FastAPI records every route's security scopes however routers nest.
+    """
+    found: set[str] = set()
+
+    def dependant(node: Any, depth: int) -> None:
+        if depth > _MAX_ROUTE_DEPTH:
+            return
+        for dependency in getattr(node, "dependencies", ()):
+            if isinstance(dependency.call, _Guard):
+                found.update(dependency.call.scopes)
+            dependant(dependency, depth + 1)
+
+    def routes(node: Any, depth: int) -> None:
+        if depth > _MAX_ROUTE_DEPTH:
+            return
+        for route in getattr(node, "routes", None) or ():
+            for guard in getattr(getattr(route, "endpoint", None), _GUARDS, ()):
+                found.update(guard.scopes)
+            dependant(getattr(route, "dependant", None), 0)
+            routes(getattr(route, "app", None), depth + 1)  # a Mount, or a mounted app
+
+    routes(app, 0)
+    openapi = getattr(app, "openapi", None)
+    if callable(openapi):
+        try:
+            schema = openapi()
+        except Exception:  # a schema FastAPI cannot build: the routes walked above still count
+            log.warning("bearerguard.metadata.openapi_failed: scopes_supported from routes only")
+            schema = {}
+        for item in (schema.get("paths") or {}).values():
+            for operation in item.values():
+                for requirement in (
+                    (operation.get("security") or ()) if isinstance(operation, dict) else ()
+                ):
+                    found.update(requirement.get(SCHEME_NAME, ()))
+    return tuple(sorted(found))
+
+
 def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:
     """Wrap a Starlette endpoint so ``guard`` checks its request first.
 
@@ -255,6 +308,8 @@ def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:
             guard.check(conn)
             return await endpoint(*args, **kwargs)
 
+        # Read by route_scopes(): what the endpoint requires stays discoverable.
+        wrapper.__dict__[_GUARDS] = (*getattr(endpoint, _GUARDS, ()), guard)
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from bearerguard._cache import DEFAULT_CACHE_SIZE
 from bearerguard._challenge import Answer, answer_for
 from bearerguard._config import Issuer, IssuerOptions
 from bearerguard._credentials import find_in_form, find_in_header, find_in_query
-from bearerguard._dependencies import token_of
+from bearerguard._dependencies import route_scopes, token_of
 from bearerguard._errors import (
     AuthError,
     InsufficientScope,
@@ -41,6 +42,7 @@ from bearerguard._ratelimit import (
 )
 from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, record_decision
 from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY
+from bearerguard._resource_metadata import ResourceMetadata
 from bearerguard._sharing import TokenSharing, TokenSharingWatch
 from bearerguard._tokens import AccessToken, GrantedScopes, TokenUser
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
@@ -88,6 +90,7 @@ class BearerAuthMiddleware:
         observer: Observer | None = None,
         trusted_proxies: Sequence[str] = (),
         client_cert_header: str | None = None,
+        resource_metadata: ResourceMetadata | None = None,
         token_sharing: TokenSharing | None = None,
         clock: Callable[[], float] | None = None,
         **issuer_fields: Unpack[IssuerOptions],
@@ -159,7 +162,15 @@ class BearerAuthMiddleware:
         self.token_in_query = token_in_query
         self.token_in_form = token_in_form
         self.max_token_length = max_token_length
-        self._exact = frozenset(p for p in exclude_paths if not p.endswith("*"))
+        #: RFC 9728: the document served at its well-known paths, named by every challenge.
+        self.resource_metadata = resource_metadata
+        self._metadata_url = resource_metadata.url if resource_metadata is not None else None
+        self._metadata_paths = resource_metadata.paths if resource_metadata else frozenset()
+        self._metadata_answer: Answer | None = None
+        # The metadata paths are public: they are found where excluded paths are, so a
+        # request for anything else pays nothing for them.
+        exact = {p for p in exclude_paths if not p.endswith("*")} | self._metadata_paths
+        self._exact = frozenset(exact)
         self._prefixes = tuple(p.rstrip("*") for p in exclude_paths if p.endswith("*"))
         self._started = False
         #: ``request.auth`` by scope set: built once, shared by every request with those scopes.
@@ -182,6 +193,9 @@ class BearerAuthMiddleware:
             await self._lifespan(scope, receive, send)
             return
         if kind not in ("http", "websocket") or self._excluded(scope["path"]):
+            if kind == "http" and scope["path"] in self._metadata_paths:
+                await self._serve_metadata(scope, send)
+                return
             await self.app(scope, receive, send)
             return
         if not self._started:
@@ -229,6 +243,46 @@ class BearerAuthMiddleware:
             return
         await self._call_app(scope, receive, send, private=in_query)
 
+    async def _serve_metadata(self, scope: Scope, send: Send) -> None:
+        """RFC 9728 §3.2: the protected resource metadata, public, cacheable, readable cross-origin.
+
+        Built on first request, when the application's routes (and so the scopes they
+        require) are all known; the same bytes are sent from then on.
+        """
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":  # a browser's CORS preflight (MCP clients in a page)
+            await _send(send, 204, _metadata_cors(), b"")
+            return
+        if method not in ("GET", "HEAD"):
+            await _send(send, 405, [(b"allow", b"GET, HEAD, OPTIONS")], b"")
+            return
+        answer = self._metadata_answer
+        if answer is None:
+            answer = self._metadata_answer = self._build_metadata(scope)
+        await _send(send, 200, answer.headers, b"" if method == "HEAD" else answer.body)
+
+    def _build_metadata(self, scope: Scope) -> Answer:
+        metadata = self.resource_metadata
+        assert metadata is not None
+        methods = ["header"]
+        if self.token_in_form:
+            methods.append("body")
+        if self.token_in_query:
+            methods.append("query")
+        document = metadata.document(
+            scopes=route_scopes(scope.get("app") or self.app),
+            bearer_methods=methods,
+            certificates=self.certificates.header is not None,
+        )
+        body = json.dumps(document, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", f"public, max-age={metadata.max_age}".encode()),
+            (b"content-length", str(len(body)).encode()),
+            *_metadata_cors(),
+        ]
+        return Answer(200, headers, body)
+
     def _proved(self, scope: Scope) -> Proved:
         """What this request proves about its sender, by RFC 7800 confirmation method."""
         x5t = self.certificates.thumbprint(scope)
@@ -238,7 +292,7 @@ class BearerAuthMiddleware:
         """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends."""
         assert isinstance(exc, AuthError)
         self._report(request.scope, exc, None, token_of(request))
-        return answer_for(exc, self.realm).response()
+        return answer_for(exc, self.realm, resource_metadata=self._metadata_url).response()
 
     def _authenticate(self, scope: Scope, access: AccessToken) -> None:
         credentials = self._credentials.get(access.scopes)
@@ -317,7 +371,7 @@ class BearerAuthMiddleware:
         access: AccessToken | None = None,
     ) -> None:
         self._report(scope, error, token, access)
-        answer = answer_for(error, self.realm)
+        answer = answer_for(error, self.realm, resource_metadata=self._metadata_url)
         if scope["type"] == "websocket":
             await _deny_websocket(scope, receive, send, answer)
             return
@@ -417,6 +471,21 @@ class BearerAuthMiddleware:
 def _log_level(error: AuthError) -> int:
     """WARNING when an upstream is failing (a 503); INFO for what a client's token caused."""
     return logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+
+
+def _metadata_cors() -> list[tuple[bytes, bytes]]:
+    """A public document: any origin may read it (no credentials are involved)."""
+    return [
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+    ]
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    if not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _printable(path: str) -> str:
