@@ -362,6 +362,14 @@ def test_audience_may_be_omitted_only_when_client_ids_are_given() -> None:
     assert reason(r.check_claims, claims(aud=..., client_id="app9"), NOW) == "bad_client"
 
 
+@pytest.mark.parametrize("aud", [5, True, {"a": 1}, ["app", 1]])
+def test_malformed_aud_is_refused_even_when_no_audience_is_configured(aud: Any) -> None:
+    """Found by tests/conformance: an int ``aud`` crashed the validator (a 401 "internal")."""
+    r = rules(audience=None, client_ids=("app1",))
+    assert reason(r.check_claims, claims(aud=aud, client_id="app1"), NOW) == "bad_aud"
+    r.check_claims(claims(aud=["x", "y"], client_id="app1"), NOW)
+
+
 def test_audience_and_client_ids_together_both_apply() -> None:
     r = rules(client_ids=("app1",))
     assert reason(r.check_claims, claims(aud="other", client_id="app1"), NOW) == "bad_aud"

@@ -36,6 +36,11 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
     return type(value) is float
 
 
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    """A JSON array of strings only (RFC 7519 §4.1.3: ``aud`` is StringOrURI values)."""
+    return type(value) is list and all(type(v) is str for v in value)
+
+
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
@@ -326,12 +331,17 @@ class ClaimRules:
                 "The access token was not issued by a trusted issuer", reason="bad_iss"
             )
         aud = claims.get("aud")
-        if (introspected and "aud" not in claims) or not self.audiences:
-            pass  # no audience configured: client_ids decides who the token is for
+        if introspected and "aud" not in claims:
+            pass
+        elif not self.audiences:
+            # No audience configured: client_ids decides who the token is for, but an
+            # aud that is there must still be a StringOrURI or an array of them.
+            if aud is not None and type(aud) is not str and not _strings(aud):
+                raise InvalidToken("The access token's aud is malformed", reason="bad_aud")
         elif type(aud) is str:
             if aud not in self.audiences:
                 raise InvalidToken("The access token is not for this audience", reason="bad_aud")
-        elif type(aud) is list and aud and all(type(a) is str for a in aud):
+        elif _strings(aud) and aud:
             # RFC 7519 §4.1.3: each member is a StringOrURI; a list with anything
             # else is malformed, not a list to pick a match from.
             if not any(a in self.audiences for a in aud):
