@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-check test lint typecheck check bench services interop-deps clean
+.PHONY: demo demo-check test lint typecheck check bench services interop-deps browser-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ interop-deps:
 	  cd tests/interop && { [ -d node_modules ] || npm ci --silent --no-audit --no-fund; }; \
 	fi
 
-test: $(STAMP) services interop-deps
+# Swagger UI's files, served to Chromium by the browser test (tests/browser/package-lock.json);
+# the browser itself is Debian's chromium, which .ci/run installs.
+browser-deps:
+	@if [ -f tests/browser/package-lock.json ] && command -v npm >/dev/null 2>&1; then \
+	  cd tests/browser && { [ -d node_modules ] || npm ci --silent --no-audit --no-fund; }; \
+	fi
+
+test: $(STAMP) services interop-deps browser-deps
 	$(PY) -m pytest
 
 lint: $(STAMP)

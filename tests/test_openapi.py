@@ -172,6 +172,9 @@ def test_each_guarded_route_offers_bearer_or_oauth2_with_its_scopes(
 def test_metadata_without_token_endpoint_leaves_only_the_bearer_scheme(
     test_issuer: TestIssuer, started: Any
 ) -> None:
+    metadata = test_issuer.metadata()
+    del metadata["token_endpoint"]
+    test_issuer.serve_metadata(metadata)
     app = guarded_app(test_issuer.issuer)
     install(app)
     schema = started(app, test_issuer).get("/openapi.json").json()
@@ -262,9 +265,27 @@ def test_demo_serves_docs_and_openapi_without_a_token(
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
     schema = client.get("/openapi.json").json()
-    assert security_of(schema, "/items", "get") == [{"BearerAuth": ["read:items"]}]
-    assert security_of(schema, "/items", "post") == [{"BearerAuth": ["write:items"]}]
+    assert security_of(schema, "/items", "get") == [
+        {"BearerAuth": ["read:items"]},
+        {"OAuth2": ["read:items"]},
+    ]
+    assert security_of(schema, "/items", "post") == [
+        {"BearerAuth": ["write:items"]},
+        {"OAuth2": ["write:items"]},
+    ]
     assert client.get("/items").status_code == 401
+
+
+def test_demo_offers_swagger_ui_the_issuers_client_credentials_flow(
+    test_issuer: TestIssuer, started: Any
+) -> None:
+    app = create_demo_app(test_issuer.issuer, swagger_client_secret="demo-secret")
+    client = started(app, test_issuer)
+    flows = client.get("/openapi.json").json()["components"]["securitySchemes"]["OAuth2"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == test_issuer.token_endpoint
+    assert flows["clientCredentials"]["scopes"]["read:items"] == "Read the inventory"
+    docs = client.get("/docs").text
+    assert '"clientId": "swagger-ui"' in docs and '"clientSecret": "demo-secret"' in docs
 
 
 def test_fastapi_example_documents_its_scopes() -> None:
@@ -278,3 +299,18 @@ def test_fastapi_example_documents_its_scopes() -> None:
     assert security_of(schema, "/items", "get") == [{"BearerAuth": ["read:items"]}]
     assert security_of(schema, "/items/{name}", "delete") == [{"BearerAuth": ["write:items"]}]
     assert "BearerAuth" in schema["components"]["securitySchemes"]
+
+
+def test_route_using_only_current_token_is_marked_secured(test_issuer: TestIssuer) -> None:
+    schema = guarded_app(test_issuer.issuer).openapi()
+    assert security_of(schema, "/me", "get") == [{"BearerAuth": []}]
+    # Next to require_scopes, the same scheme is listed once, with the route's scopes.
+    assert security_of(schema, "/items", "get") == [{"BearerAuth": ["read:items"]}]
+
+
+def test_current_token_keeps_its_runtime_answers(test_issuer: TestIssuer, started: Any) -> None:
+    client = started(guarded_app(test_issuer.issuer), test_issuer)
+    assert client.get("/me", headers=test_issuer.auth_header({"sub": "dora"})).json() == {
+        "sub": "dora"
+    }
+    assert client.get("/me").status_code == 401

@@ -22,10 +22,20 @@ from bearerguard.testing import TestIssuer
 __all__ = ["create_demo_app", "main"]
 
 AUDIENCE = "https://api.example.com"
+#: The client Swagger UI's "Authorize" dialog is pre-filled with.
+SWAGGER_CLIENT_ID = "swagger-ui"
+SCOPES = {"read:items": "Read the inventory", "write:items": "Add to the inventory"}
 
 
-def create_demo_app(issuer: str, audience: str = AUDIENCE) -> Any:
-    """The example API: one public route, one that reads items, one that writes them."""
+def create_demo_app(
+    issuer: str, audience: str = AUDIENCE, *, swagger_client_secret: str | None = None
+) -> Any:
+    """The example API: one public route, one that reads items, one that writes them.
+
+    With ``swagger_client_secret``, ``/docs`` pre-fills "Authorize" with the demo
+    issuer's client, so a click obtains a token (client credentials) from its token
+    endpoint; without it the dialog still takes a pasted token.
+    """
     from fastapi import Depends, FastAPI
 
     from bearerguard.openapi import docs_paths, install
@@ -37,9 +47,15 @@ def create_demo_app(issuer: str, audience: str = AUDIENCE) -> Any:
         audience=audience,
         exclude_paths=["/health", *docs_paths(app)],
     )
-    # /docs: "Authorize" takes a token from the printed curl lines (the demo issuer has
-    # no token endpoint); a real issuer's flows would appear from its metadata.
-    install(app)
+    if swagger_client_secret is not None:
+        # A secret in a web page: acceptable for a throw-away loopback issuer only.
+        app.swagger_ui_init_oauth = {
+            "clientId": SWAGGER_CLIENT_ID,
+            "clientSecret": swagger_client_secret,
+            "scopes": list(SCOPES),
+        }
+    # The OAuth2 flows come from the issuer's metadata (its token endpoint).
+    install(app, scopes=SCOPES)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -83,7 +99,8 @@ async def _serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
 
 async def _run(port: int, self_test: bool) -> int:
     with TestIssuer(algorithms=("RS256",)) as issuer:
-        app = create_demo_app(issuer.issuer)
+        secret = issuer.add_client(SWAGGER_CLIENT_ID, scopes=SCOPES)
+        app = create_demo_app(issuer.issuer, swagger_client_secret=secret)
         server, task = await _serve(app, port)
         base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         good = issuer.mint(
@@ -103,9 +120,14 @@ async def _run(port: int, self_test: bool) -> int:
         for label, method, token, _ in cases:
             auth = f" -H 'Authorization: Bearer {token}'" if token else ""
             print(f"# {label}\ncurl -i -X {method} {base}/items{auth}\n")
+        print(
+            f"# Swagger UI: open {base}/docs, click Authorize (client {SWAGGER_CLIENT_ID!r}"
+            " is filled in), tick the scopes, Authorize, then try GET /items.\n"
+        )
         try:
             if self_test:
-                return await _self_test(base, cases)
+                failures = await _self_test(base, cases)
+                return await _self_test_client_credentials(base, issuer, secret) or failures
             print("Serving until Ctrl-C.")
             await task
             return 0
@@ -128,6 +150,23 @@ async def _self_test(base: str, cases: list[tuple[str, str, str | None, int]]) -
             print(f"{mark} {response.status_code} (want {expected}) {label} {challenge}")
     print(f"demo self-test: {len(cases) - failures} of {len(cases)} answers as expected")
     return 1 if failures else 0
+
+
+async def _self_test_client_credentials(base: str, issuer: TestIssuer, secret: str) -> int:
+    """What Swagger UI's "Authorize" does: a client credentials token, then GET /items."""
+    async with httpx.AsyncClient() as client:
+        granted = await client.post(
+            issuer.token_endpoint,
+            data={"grant_type": "client_credentials", "scope": "read:items"},
+            auth=(SWAGGER_CLIENT_ID, secret),
+        )
+        token = granted.json().get("access_token") if granted.status_code == 200 else None
+        headers = {"Authorization": f"Bearer {token}"}
+        response = await client.get(f"{base}/items", headers=headers)
+    ok = token is not None and response.status_code == 200
+    mark = "ok  " if ok else "FAIL"
+    print(f"{mark} {response.status_code} (want 200) client credentials token, GET /items")
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

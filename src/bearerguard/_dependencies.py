@@ -64,11 +64,6 @@ async def optional_token(conn: HTTPConnection) -> AccessToken | None:
     return token_of(conn)
 
 
-async def current_token(conn: HTTPConnection) -> AccessToken:
-    """FastAPI dependency: the validated :class:`AccessToken` of this request."""
-    return _required(conn)
-
-
 #: The name of bearerguard's security scheme in the OpenAPI document.
 SCHEME_NAME = "BearerAuth"
 
@@ -286,6 +281,25 @@ def route_scopes(app: Any) -> tuple[str, ...]:
                 ):
                     found.update(requirement.get(SCHEME_NAME, ()))
     return tuple(sorted(found))
+
+
+class _CurrentToken(_Guard):
+    """FastAPI dependency: the validated :class:`AccessToken` of this request.
+
+    A guard that asks nothing more of the token: FastAPI sees the bearer security
+    scheme, so a route that only reads ``Depends(current_token)`` shows the lock
+    in ``/docs`` and a security requirement in ``/openapi.json`` like any other.
+    """
+
+    def judge(self, token: AccessToken) -> AccessToken:
+        return token
+
+    def __repr__(self) -> str:
+        return "current_token"
+
+
+#: ``Depends(current_token)``: the validated :class:`AccessToken` of this request.
+current_token = _CurrentToken()
 
 
 def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:

@@ -337,6 +337,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         length = self.headers.get("Content-Length", "0")
         size = min(int(length), _MAX_REQUEST_BODY) if length.isdigit() else 0
@@ -437,6 +440,10 @@ class TestIssuer:
         self.introspection_client: tuple[str, str] = ("resource-server", "rs-secret")
         self._opaque: dict[str, dict[str, Any]] = {}
         self._revoked: set[str] = set()
+        #: client_id -> (secret, scopes it may ask for or ``None`` for any), for ``/token``.
+        self._clients: dict[str, tuple[str, frozenset[str] | None]] = {}
+        #: Lifetime in seconds of the tokens ``/token`` issues.
+        self.token_lifetime: float = 300
         self._server = _Server(("127.0.0.1", port), _RequestHandler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]
@@ -530,6 +537,15 @@ class TestIssuer:
     @property
     def introspection_path(self) -> str:
         return self._issuer_path + "/introspect"
+
+    @property
+    def token_endpoint(self) -> str:
+        """The RFC 6749 token endpoint: client credentials, for clients :meth:`add_client` made."""
+        return self.issuer + "/token"
+
+    @property
+    def token_path(self) -> str:
+        return self._path + "/token"
 
     @property
     def discovery_path(self) -> str:
@@ -627,6 +643,11 @@ class TestIssuer:
             "issuer": self.issuer,
             "jwks_uri": self.jwks_uri,
             "introspection_endpoint": self.introspection_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
             "grant_types_supported": ["client_credentials"],
             "introspection_endpoint_auth_methods_supported": [
                 "client_secret_basic",
@@ -793,6 +814,20 @@ class TestIssuer:
             self._opaque[token] = document
         return token
 
+    def add_client(
+        self, client_id: str, secret: str | None = None, *, scopes: Iterable[str] | None = None
+    ) -> str:
+        """Let ``client_id`` get tokens from :attr:`token_endpoint`; returns its secret.
+
+        ``scopes`` limits what it may ask for (``None``: anything). A client that asks
+        for no scope gets all of ``scopes``. Its tokens have ``sub`` and ``client_id``
+        set to ``client_id``, this issuer's audience and :attr:`token_lifetime`.
+        """
+        secret = secret if secret is not None else secrets.token_urlsafe(16)
+        with self._lock:
+            self._clients[client_id] = (secret, None if scopes is None else frozenset(scopes))
+        return secret
+
     def revoke(self, token: str) -> None:
         """From now on introspection answers ``{"active": false}`` for this token (any kind)."""
         with self._lock:
@@ -889,6 +924,12 @@ class TestIssuer:
                 return Response(500, {"error": "server_error"})
         if request.method == "POST" and request.path == self.introspection_path:
             return self._introspect(request)
+        if request.path == self.token_path and request.method in ("POST", "OPTIONS"):
+            # A browser page on another origin (Swagger UI) calls it: answer CORS too.
+            answer = self._token(request) if request.method == "POST" else Response(204)
+            return Response(
+                answer.status, answer.body, {**answer.headers, **_TOKEN_CORS}, answer.content_length
+            )
         if request.method in ("GET", "HEAD"):
             if request.path == self.jwks_path:
                 document = self.jwks() if jwks_override is _DEFAULT else jwks_override
@@ -903,11 +944,7 @@ class TestIssuer:
 
     def _introspect(self, request: RecordedRequest) -> Response:
         """RFC 7662 §2: client authentication, then what this issuer knows of the token."""
-        try:
-            form = parse_qs(request.body.decode("ascii"), strict_parsing=True)
-        except (UnicodeDecodeError, ValueError):
-            form = {}
-        fields = {name: values[0] for name, values in form.items() if len(values) == 1}
+        fields = _form(request.body)
         if _client_of(request.headers, fields) != self.introspection_client:
             return Response(401, {"error": "invalid_client"}, {"WWW-Authenticate": "Basic"})
         token = fields.get("token")
@@ -921,6 +958,34 @@ class TestIssuer:
         if document is None or (isinstance(exp, int | float) and exp <= self.clock()):
             return Response(200, {"active": False})
         return Response(200, document)
+
+    def _token(self, request: RecordedRequest) -> Response:
+        """RFC 6749 §4.4: the client credentials grant, errors as §5.2 says."""
+        fields = _form(request.body)
+        client = _client_of(request.headers, fields)
+        with self._lock:
+            known = self._clients.get(client[0]) if client is not None else None
+        if client is None or known is None or not secrets.compare_digest(known[0], client[1]):
+            return Response(401, {"error": "invalid_client"}, {"WWW-Authenticate": "Basic"})
+        if fields.get("grant_type") != "client_credentials":
+            return Response(400, {"error": "unsupported_grant_type"})
+        allowed = known[1]
+        asked = fields.get("scope", "").split()
+        if allowed is not None and not set(asked) <= allowed:
+            return Response(400, {"error": "invalid_scope"})
+        granted = asked or sorted(allowed or ())
+        scope = " ".join(granted) or None
+        token = self.mint(
+            {"sub": client[0], "client_id": client[0]}, scope=scope, expires_in=self.token_lifetime
+        )
+        body: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": int(self.token_lifetime),
+        }
+        if scope is not None:
+            body["scope"] = scope
+        return Response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _own_jwt_claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a JWT one of the published keys signed, as an active answer."""
@@ -974,6 +1039,24 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
             headers["Content-Type"] = "application/json"
         content = b"" if request.method == "HEAD" else answer.encoded()
         return httpx.Response(answer.status, headers=headers, content=content, request=request)
+
+
+#: CORS for the token endpoint, which Swagger UI calls from the API's origin.
+_TOKEN_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A form-encoded body's fields; a repeated or undecodable field is left out."""
+    try:
+        form = parse_qs(body.decode("ascii"), strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        form = {}
+    return {name: values[0] for name, values in form.items() if len(values) == 1}
 
 
 def _client_of(headers: Mapping[str, str], fields: Mapping[str, str]) -> tuple[str, str] | None:
