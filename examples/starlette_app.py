@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bearerguard import BearerAuthMiddleware, requires_scopes
+from bearerguard import BearerAuthMiddleware, scopes_required
 
 
 @requires("read:items")
@@ -23,7 +23,7 @@ async def list_items(request: Request) -> JSONResponse:
     return JSONResponse({"owner": request.user.display_name, "scopes": request.auth.scopes})
 
 
-@requires_scopes("write:items")  # like @requires, but answers 403 with an RFC 6750 challenge
+@scopes_required("write:items")  # like @requires, but answers 403 with an RFC 6750 challenge
 async def add_item(request: Request) -> JSONResponse:
     return JSONResponse({"created": True}, status_code=201)
 

@@ -37,7 +37,7 @@ from bearerguard import (
     Issuer,
     current_token,
     require_scopes,
-    requires_scopes,
+    scopes_required,
 )
 from bearerguard.testing import TestIssuer
 
@@ -143,7 +143,7 @@ async def test_starlette_requires_works_unchanged(test_issuer: TestIssuer) -> No
     async def items(request: Request) -> JSONResponse:
         return JSONResponse({"user": request.user.display_name, "scopes": request.auth.scopes})
 
-    @requires_scopes("admin")
+    @scopes_required("admin")
     async def admin(request: Request) -> JSONResponse:
         return JSONResponse({})
 
@@ -586,12 +586,12 @@ async def test_tokens_never_appear_in_logs(
         assert token.split(".")[-1] not in text
 
 
-async def test_requires_scopes_answers_403_even_when_the_middleware_wraps_the_app(
+async def test_scopes_required_answers_403_even_when_the_middleware_wraps_the_app(
     test_issuer: TestIssuer,
 ) -> None:
     # Mounted around Starlette (not via add_middleware), the decorator's error meets
     # Starlette's error handling first: the middleware's handler answers it there.
-    @requires_scopes("admin")
+    @scopes_required("admin")
     async def admin(request: Request) -> JSONResponse:
         return JSONResponse({})
 

@@ -27,7 +27,7 @@ from bearerguard import (
     current_token,
     require_authentication,
     require_scopes,
-    requires_scopes,
+    scopes_required,
 )
 from bearerguard.testing import TestIssuer
 
@@ -112,7 +112,7 @@ async def test_resource_with_a_path_is_served_at_its_suffixed_and_bare_well_know
 async def test_scopes_supported_defaults_to_the_scopes_the_routes_require_starlette_too(
     test_issuer: TestIssuer,
 ) -> None:
-    @requires_scopes("read:reports")
+    @scopes_required("read:reports")
     async def reports(request: Request) -> JSONResponse:
         return JSONResponse([])
 
@@ -189,7 +189,7 @@ async def test_every_challenge_names_the_resource_metadata(
 async def test_challenge_of_a_decorated_route_in_a_wrapped_app_names_the_metadata(
     test_issuer: TestIssuer,
 ) -> None:
-    @requires_scopes("admin")
+    @scopes_required("admin")
     async def admin(request: Request) -> JSONResponse:
         return JSONResponse({})
 

@@ -7,7 +7,7 @@ from bearerguard._dependencies import (
     optional_token,
     require_authentication,
     require_scopes,
-    requires_scopes,
+    scopes_required,
     token_of,
 )
 from bearerguard._errors import (
@@ -59,6 +59,6 @@ __all__ = [
     "rate_limited",
     "require_authentication",
     "require_scopes",
-    "requires_scopes",
+    "scopes_required",
     "token_of",
 ]

@@ -235,10 +235,6 @@ class ValidationCache:
             self._accepted.pop(digest, None)
             self._refused[digest] = Refused(error, deadline, source)
 
-    def forget(self, digest: bytes) -> None:
-        self._accepted.pop(digest, None)
-        self._refused.pop(digest, None)
-
     def shared_scopes(self, scopes: frozenset[str]) -> frozenset[str]:
         """One frozenset object per distinct scope set, so cached tokens share them (bounded)."""
         found = self._scopes.get(scopes)

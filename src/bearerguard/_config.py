@@ -300,7 +300,7 @@ class IssuerOptions(TypedDict, total=False):
 
 
 def issuer_field_names() -> frozenset[str]:
-    """The names :class:`Issuer` accepts, for telling a typo from a field."""
+    """The names :class:`Issuer` accepts (and the middleware's ``issuer=`` shorthand with it)."""
     return frozenset(f.name for f in fields(Issuer))
 
 

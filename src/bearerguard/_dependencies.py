@@ -28,8 +28,8 @@ __all__ = [
     "optional_token",
     "require_authentication",
     "require_scopes",
-    "requires_scopes",
     "route_scopes",
+    "scopes_required",
     "token_of",
 ]
 
@@ -243,7 +243,7 @@ _MAX_ROUTE_DEPTH = 16
 def route_scopes(app: Any) -> tuple[str, ...]:
     """Every scope a route of ``app`` requires, sorted: what RFC 9728 ``scopes_supported`` lists.
 
-    Reads ``@requires_scopes`` endpoints and ``require_scopes`` dependencies of the
+    Reads ``@scopes_required`` endpoints and ``require_scopes`` dependencies of the
     routes (through mounts), and for a FastAPI application its OpenAPI document,
     where FastAPI records every route's security scopes however routers nest.
     """
@@ -329,9 +329,9 @@ def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:
     return decorate
 
 
-def requires_scopes(*scopes: str) -> Callable[[F], F]:
+def scopes_required(*scopes: str) -> Callable[[F], F]:
     """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works)."""
-    return _endpoint_decorator(require_scopes(*scopes), "requires_scopes")
+    return _endpoint_decorator(require_scopes(*scopes), "scopes_required")
 
 
 def authentication_required(

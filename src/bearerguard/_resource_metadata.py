@@ -54,7 +54,7 @@ class ResourceMetadata:
 
     ``resource`` is the API's identifier: the https URL clients call, and the audience
     its tokens should carry (RFC 8707). ``scopes_supported=None`` publishes the scopes
-    the application's routes require (``require_scopes`` and ``requires_scopes``);
+    the application's routes require (``require_scopes`` and ``scopes_required``);
     ``bearer_methods_supported=None`` the token locations the middleware accepts;
     ``tls_client_certificate_bound_access_tokens=None`` whether a proxy forwards client
     certificates (``client_cert_header``). ``extra`` adds other registered members.

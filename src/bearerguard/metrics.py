@@ -65,10 +65,6 @@ _ISSUER_COUNTERS = (
 )
 
 
-def _reason(error: AuthError | None) -> str:
-    return "ok" if error is None else error.reason
-
-
 class _Histogram:
     """A latency histogram kept as plain counts: an ``observe`` is one bisect and two adds."""
 
