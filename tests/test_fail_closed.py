@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -20,13 +21,28 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocket
 
-from bearerguard import BearerAuthMiddleware, FetchPolicy, token_of
+from bearerguard import (
+    AccessToken,
+    BearerAuthMiddleware,
+    AuthError,
+    FetchPolicy,
+    Observer,
+    current_token,
+    rate_limit,
+    rate_limited,
+    require_scopes,
+    requires_scopes,
+    token_of,
+)
 from bearerguard._demo import create_demo_app
 from bearerguard._keys import VerificationKey
 from bearerguard.testing import RecordedRequest, Response, TestIssuer, generate_key, tamper
@@ -299,3 +315,196 @@ async def test_rule3_a_forged_token_flood_on_the_demo_app_gets_no_5xx(
     assert seconds < 30  # within one cooldown of the demo's FetchPolicy
     assert fivexx == 0 and statuses == {401: 1000}
     assert extra <= 2  # one forced refresh in the cooldown, and the one it schedules
+
+
+# -- rule 4: WebSockets are refused, never crashed ------------------------------------------
+
+
+async def talk(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.send_text("hi")
+    await ws.close()
+
+
+def fastapi_websockets() -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/scoped")
+    async def scoped(ws: WebSocket, token: AccessToken = Depends(require_scopes("admin"))) -> None:
+        await talk(ws)
+
+    @app.websocket("/limited", dependencies=[Depends(rate_limit("1/minute"))])
+    async def limited(ws: WebSocket) -> None:
+        await talk(ws)
+
+    @app.websocket("/me")
+    async def me(ws: WebSocket, token: AccessToken = Depends(current_token)) -> None:
+        await talk(ws)
+
+    return app
+
+
+def starlette_websockets() -> Starlette:
+    @requires_scopes("admin")
+    async def scoped(websocket: WebSocket) -> None:
+        await talk(websocket)
+
+    @rate_limited("1/minute")
+    async def limited(websocket: WebSocket) -> None:
+        await talk(websocket)
+
+    @requires_scopes()
+    async def me(websocket: WebSocket) -> None:  # no scope: "a token, please"
+        await talk(websocket)
+
+    routes = [("/scoped", scoped), ("/limited", limited), ("/me", me)]
+    return Starlette(routes=[WebSocketRoute(path, endpoint) for path, endpoint in routes])
+
+
+def websocket_apps(test_issuer: TestIssuer) -> list[Any]:
+    """The same three refusing WebSocket routes, FastAPI and Starlette, mounted both ways."""
+    options = {"issuer": test_issuer.issuer, "audience": AUD, "allow_anonymous": True}
+    apps: list[Any] = []
+    for make in (fastapi_websockets, starlette_websockets):
+        inside = make()
+        inside.add_middleware(BearerAuthMiddleware, **options)
+        # Wrapped from outside, route errors meet Starlette's exception handling first.
+        apps += [inside, BearerAuthMiddleware(make(), **options)]
+    return apps
+
+
+def test_rule4_websockets_are_refused_never_crashed(test_issuer: TestIssuer) -> None:
+    reader = bearer(test_issuer.mint(audience=AUD, scope="read"))
+    admin = bearer(test_issuer.mint(audience=AUD, scope="admin"))
+    for app in websocket_apps(test_issuer):
+        with TestClient(app, raise_server_exceptions=True) as tc:
+            refusals = [
+                ("/scoped", reader, 403, 'error="insufficient_scope"'),
+                ("/me", {}, 401, 'Bearer realm="api"'),
+            ]
+            for path, headers, status, challenge in refusals:
+                with (
+                    pytest.raises(WebSocketDenialResponse) as denied,
+                    tc.websocket_connect(path, headers=headers),
+                ):
+                    pass
+                assert denied.value.status_code == status, (app, path)
+                assert challenge in denied.value.headers["www-authenticate"]
+            with tc.websocket_connect("/scoped", headers=admin) as ws:
+                assert ws.receive_text() == "hi"
+            with tc.websocket_connect("/limited", headers=reader) as ws:
+                assert ws.receive_text() == "hi"
+            with (
+                pytest.raises(WebSocketDenialResponse) as denied,
+                tc.websocket_connect("/limited", headers=reader),
+            ):
+                pass
+            assert denied.value.status_code == 429 and "retry-after" in denied.value.headers
+
+    # A server without the denial-response extension: close 1008 before accept, no crash.
+    for app in websocket_apps(test_issuer):
+        opened = asyncio.run(connect_without_denial_extension(app, "/limited", reader))
+        assert opened[0]["type"] == "websocket.accept"  # and it spent the budget
+        for path, headers, reason in (
+            ("/scoped", reader, "forbidden"),
+            ("/me", {}, "unauthorized"),
+            ("/limited", reader, "rate_limited"),
+        ):
+            sent = asyncio.run(connect_without_denial_extension(app, path, headers))
+            assert sent == [{"type": "websocket.close", "code": 1008, "reason": reason}], path
+
+
+async def connect_without_denial_extension(
+    app: Any, path: str, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected until told otherwise
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 50000),
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "subprotocols": [],
+    }
+    async with asyncio.timeout(5):  # a handshake left hanging fails here
+        await app(scope, receive, send)
+    return sent
+
+
+# -- rule 5: one refusal path -----------------------------------------------------------------
+
+
+class Refusals(Observer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def refusal(self, error: AuthError) -> None:
+        self.reasons.append(error.reason)
+
+
+def test_rule5_one_refusal_path(test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    """Route refusals (dependency, decorator; HTTP and WebSocket) are logged once, escaped,
+    and counted once, by the middleware, however it is mounted."""
+    caplog.set_level(logging.INFO, logger="bearerguard")
+
+    def starlette() -> Starlette:
+        @rate_limited("1/minute")
+        async def limited(request: Request) -> JSONResponse:
+            return JSONResponse({})
+
+        @requires_scopes("admin")
+        async def admin(request: Request) -> JSONResponse:
+            return JSONResponse({})
+
+        return Starlette(
+            routes=[
+                Route("/limited/{rest}", limited),
+                Route("/admin/{rest}", admin),
+                *starlette_websockets().routes,
+            ]
+        )
+
+    reader = test_issuer.mint(audience=AUD, scope="read")
+    for mounted_inside in (True, False):
+        observer = Refusals()
+        options = {"issuer": test_issuer.issuer, "audience": AUD, "observer": observer}
+        if mounted_inside:
+            app: Any = starlette()
+            app.add_middleware(BearerAuthMiddleware, **options)
+        else:
+            app = BearerAuthMiddleware(starlette(), **options)
+        caplog.clear()
+        with TestClient(app) as tc:
+            assert tc.get("/limited/a%0Ab", headers=bearer(reader)).status_code == 200
+            assert tc.get("/limited/a%0Ab", headers=bearer(reader)).status_code == 429
+            assert tc.get("/admin/x%1b[31m", headers=bearer(reader)).status_code == 403
+            with (
+                pytest.raises(WebSocketDenialResponse) as denied,
+                tc.websocket_connect("/scoped", headers=bearer(reader)),
+            ):
+                pass
+            assert denied.value.status_code == 403
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("bearerguard")]
+        refusals = [line for line in lines if "status=2" not in line and "outcome=" in line]
+        exceeded = [line for line in lines if "bearerguard.ratelimit.exceeded" in line]
+        assert len(exceeded) == 1 and exceeded[0].endswith("path=/limited/a\\nb"), exceeded
+        assert all("\n" not in line and "\x1b" not in line for line in lines)
+        assert [line.rsplit("path=", 1)[1] for line in refusals] == ["/admin/x\\x1b[31m", "/scoped"]
+        assert observer.reasons == ["rate_limited", "insufficient_scope", "insufficient_scope"]

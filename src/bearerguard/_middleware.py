@@ -7,14 +7,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Unpack
+from typing import Any, Unpack, cast
 
 import httpx
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from bearerguard._binding import NOTHING_PROVED, Proved, check_binding
 from bearerguard._cache import DEFAULT_CACHE_SIZE
@@ -182,7 +183,8 @@ class BearerAuthMiddleware:
         if isinstance(app, Starlette):
             # Wrapped around the application (not added with add_middleware), a route's
             # AuthError would meet Starlette's error handling before us and become a 500.
-            app.add_exception_handler(AuthError, self._handle_route_error)
+            # One handler serves Starlette's Request form and its WebSocket form.
+            app.add_exception_handler(AuthError, cast(Any, self._handle_route_error))
 
     def _excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
@@ -288,11 +290,24 @@ class BearerAuthMiddleware:
         x5t = self.certificates.thumbprint(scope)
         return {"x5t#S256": x5t} if x5t is not None else NOTHING_PROVED
 
-    async def _handle_route_error(self, request: Request, exc: Exception) -> Response:
-        """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends."""
+    async def _handle_route_error(self, conn: HTTPConnection, exc: Exception) -> Response | None:
+        """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends.
+
+        On a WebSocket, Starlette sends the returned response as a denial, which only
+        a server with the denial-response extension understands; elsewhere the
+        handshake is closed with 1008 instead.
+        """
         assert isinstance(exc, AuthError)
-        self._report(request.scope, exc, None, token_of(request))
-        return answer_for(exc, self.realm, resource_metadata=self._metadata_url).response()
+        scope = conn.scope
+        self._report(scope, exc, None, token_of(conn))
+        # The refusal carries its own RateLimit headers: none from the scope on top.
+        scope.pop(DECISION_SCOPE_KEY, None)
+        answer = answer_for(exc, self.realm, resource_metadata=self._metadata_url)
+        if scope["type"] == "websocket" and not _denial_supported(scope):
+            assert isinstance(conn, WebSocket)
+            await conn.close(1008, _close_reason(answer.status))
+            return None
+        return answer.response()
 
     def _authenticate(self, scope: Scope, access: AccessToken) -> None:
         credentials = self._credentials.get(access.scopes)
@@ -538,7 +553,7 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, answer: An
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if "websocket.http.response" in (scope.get("extensions") or {}):
+    if _denial_supported(scope):
         await send(
             {
                 "type": "websocket.http.response.start",
@@ -548,5 +563,17 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, answer: An
         )
         await send({"type": "websocket.http.response.body", "body": answer.body})
         return
-    reason = "unavailable" if answer.status == 503 else "unauthorized"
-    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+    await send({"type": "websocket.close", "code": 1008, "reason": _close_reason(answer.status)})
+
+
+def _denial_supported(scope: Scope) -> bool:
+    """Whether the server can send an HTTP response instead of a WebSocket handshake."""
+    return "websocket.http.response" in (scope.get("extensions") or {})
+
+
+def _close_reason(status: int) -> str:
+    """The close frame's reason for a refusal sent as 1008: the answer's status in a word."""
+    return _CLOSE_REASONS.get(status, "unauthorized")
+
+
+_CLOSE_REASONS = {400: "bad_request", 403: "forbidden", 429: "rate_limited", 503: "unavailable"}

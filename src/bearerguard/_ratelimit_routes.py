@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 from starlette.types import Scope
 
-from bearerguard._challenge import answer_for
-from bearerguard._errors import RateLimited, Unavailable
 from bearerguard._ratelimit import LimitsSpec, RateLimiter, RateLimitKey, Strategy, parse_limits
-from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, RateLimitDecision, record_decision
+from bearerguard._ratelimit_decision import RateLimitDecision, record_decision
 from bearerguard._tokens import AccessToken
 
 __all__ = ["LIMITER_SCOPE_KEY", "rate_limit", "rate_limited"]
-
-log = logging.getLogger("bearerguard.ratelimit")
 
 #: Where the middleware puts its :class:`RateLimiter` so per-route limits share its storage.
 LIMITER_SCOPE_KEY = "bearerguard.limiter"
@@ -123,10 +117,9 @@ def rate_limited(
 
     Same behaviour as :class:`rate_limit`; the endpoint (function or
     ``HTTPEndpoint`` method) must receive the request, which is how it is found.
-    The 429 (or 503) is returned as the endpoint's response rather than raised, so
-    it is the same answer however the middleware is mounted: wrapped around a
-    Starlette app from outside, a raised error would meet Starlette's
-    ``ServerErrorMiddleware`` first and become a 500.
+    The 429 (or 503) is raised, like every refusal, so the middleware alone logs,
+    counts and answers it, for HTTP and WebSocket routes alike (wrapped around a
+    Starlette app from outside, it answers through the app's exception handler).
     """
 
     def decorate(endpoint: F) -> F:
@@ -148,12 +141,7 @@ def rate_limited(
                 (a for a in (*args, *kwargs.values()) if isinstance(a, HTTPConnection)), None
             )
             if conn is not None:
-                try:
-                    await guard.check(conn.scope)
-                except (RateLimited, Unavailable) as error:
-                    if conn.scope.get("type") != "http":
-                        raise
-                    return _answer(conn.scope, error)
+                await guard.check(conn.scope)
             if is_async:
                 return await endpoint(*args, **kwargs)
             return await run_in_threadpool(cast(Callable[..., Any], endpoint), *args, **kwargs)
@@ -162,21 +150,6 @@ def rate_limited(
         return cast(F, wrapper)
 
     return decorate
-
-
-def _answer(scope: Scope, error: RateLimited | Unavailable) -> Response:
-    """The RFC 6750-shaped answer for a refusal, carrying its own RateLimit headers."""
-    # The refusal's headers replace any decision left on the scope, so none is sent twice.
-    scope.pop(DECISION_SCOPE_KEY, None)
-    if isinstance(error, RateLimited):  # the same event the middleware logs for its own 429s
-        log.info(
-            "bearerguard.ratelimit.exceeded token=%s limit=%d retry_after=%d path=%s",
-            getattr(getattr(scope.get("user"), "token", None), "short_hash", "-"),
-            error.limit,
-            error.retry_after,
-            scope.get("path"),
-        )
-    return answer_for(error, realm=None).response()
 
 
 def _route_name(scope: Scope) -> str:
