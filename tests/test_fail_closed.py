@@ -32,15 +32,15 @@ from starlette.websockets import WebSocket
 
 from bearerguard import (
     AccessToken,
-    BearerAuthMiddleware,
     AuthError,
+    BearerAuthMiddleware,
     FetchPolicy,
     Observer,
     current_token,
     rate_limit,
     rate_limited,
     require_scopes,
-    requires_scopes,
+    scopes_required,
     token_of,
 )
 from bearerguard._demo import create_demo_app
@@ -345,7 +345,7 @@ def fastapi_websockets() -> FastAPI:
 
 
 def starlette_websockets() -> Starlette:
-    @requires_scopes("admin")
+    @scopes_required("admin")
     async def scoped(websocket: WebSocket) -> None:
         await talk(websocket)
 
@@ -353,7 +353,7 @@ def starlette_websockets() -> Starlette:
     async def limited(websocket: WebSocket) -> None:
         await talk(websocket)
 
-    @requires_scopes()
+    @scopes_required()
     async def me(websocket: WebSocket) -> None:  # no scope: "a token, please"
         await talk(websocket)
 
@@ -469,7 +469,7 @@ def test_rule5_one_refusal_path(test_issuer: TestIssuer, caplog: pytest.LogCaptu
         async def limited(request: Request) -> JSONResponse:
             return JSONResponse({})
 
-        @requires_scopes("admin")
+        @scopes_required("admin")
         async def admin(request: Request) -> JSONResponse:
             return JSONResponse({})
 
