@@ -9,6 +9,10 @@ Redirects: a GET follows at most :data:`MAX_REDIRECTS` redirects, and only withi
 the same origin (scheme, host and port); a redirect anywhere else is refused. A
 POST (introspection) never follows a redirect, so a body and client credentials
 are never re-sent to a URL the configuration did not name.
+
+The client is ``httpx``'s by default; an ``httpx2.AsyncClient`` (httpx's successor,
+the same API) given by the caller works alike: URLs are handed over as strings and
+its errors are caught as httpx's are.
 """
 
 from __future__ import annotations
@@ -16,18 +20,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import sys
 import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote_plus, urljoin, urlsplit
 
 import httpx
 
 from bearerguard._config import FetchPolicy
 from bearerguard._json import loads_bytes
+
+if TYPE_CHECKING:
+    import httpx2
+
+#: What ``http_client=`` takes: an ``httpx.AsyncClient`` or an ``httpx2.AsyncClient``.
+HTTPClient: TypeAlias = "httpx.AsyncClient | httpx2.AsyncClient"
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -221,12 +232,29 @@ async def fetch_json(
             )
     except TimeoutError:
         raise UpstreamError(f"timed out after {policy.timeout:g} s") from None
-    except httpx.TimeoutException:
-        raise UpstreamError(f"timed out after {policy.timeout:g} s") from None
-    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-        raise UpstreamError(f"network error: {type(exc).__name__}") from None
-    except OSError as exc:
-        raise UpstreamError(f"network error: {type(exc).__name__}") from None
+    except Exception as exc:
+        timeouts, failures = _transport_errors()
+        if isinstance(exc, timeouts):
+            raise UpstreamError(f"timed out after {policy.timeout:g} s") from None
+        if isinstance(exc, failures):
+            raise UpstreamError(f"network error: {type(exc).__name__}") from None
+        raise
+
+
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(timeouts, other transport failures) of httpx, and of httpx2 when it is in use.
+
+    Looked up only when an exchange has failed: httpx2 is never imported by us; if a
+    caller's client is an httpx2 one, the module is already loaded.
+    """
+    modules = [httpx, sys.modules.get("httpx2")]
+    timeouts: list[type[Exception]] = []
+    failures: list[type[Exception]] = [OSError]
+    for module in modules:
+        if module is not None:
+            timeouts.append(module.TimeoutException)
+            failures += [module.HTTPError, module.InvalidURL, module.StreamError]
+    return tuple(timeouts), tuple(failures)
 
 
 async def _exchange(
@@ -244,7 +272,7 @@ async def _exchange(
     for _ in range(MAX_REDIRECTS + 1):
         request = client.build_request(
             method,
-            url,
+            str(url),  # a string, which httpx2's client takes too
             data=dict(data) if data is not None else None,
             headers=headers,
             timeout=policy.timeout,

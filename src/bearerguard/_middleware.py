@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Unpack, cast
 
-import httpx
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
@@ -31,6 +30,7 @@ from bearerguard._errors import (
     RateLimited,
     Unavailable,
 )
+from bearerguard._fetch import HTTPClient
 from bearerguard._mtls import ClientCertificates
 from bearerguard._observability import Observer, notify, outcome_of
 from bearerguard._proxies import TrustedProxies
@@ -87,7 +87,7 @@ class BearerAuthMiddleware:
         rate_limit_fail_closed: bool | None = None,
         rate_limiter: RateLimiter | None = None,
         validator: TokenValidator | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: HTTPClient | None = None,
         observer: Observer | None = None,
         trusted_proxies: Sequence[str] = (),
         client_cert_header: str | None = None,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -44,7 +44,7 @@ from bearerguard._cache import (
 from bearerguard._claims import ClaimRules
 from bearerguard._config import HMAC_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Reason, Unavailable, signature_refused
-from bearerguard._fetch import new_client
+from bearerguard._fetch import HTTPClient, new_client
 from bearerguard._flight import KeyedFlight
 from bearerguard._introspection import Introspector, cache_deadline
 from bearerguard._jwks import JWKSCache
@@ -166,7 +166,7 @@ class TokenValidator:
         self,
         issuers: Sequence[Issuer],
         *,
-        client: httpx.AsyncClient | None = None,
+        client: HTTPClient | None = None,
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
         cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
@@ -174,7 +174,8 @@ class TokenValidator:
         if not issuers:
             raise ValueError("at least one Issuer is required")
         self._owns_client = client is None
-        self.client = client if client is not None else new_client()
+        # httpx2's client has httpx's API: the fetch layer treats both as httpx's.
+        self.client = cast("httpx.AsyncClient", client) if client is not None else new_client()
         self.clock = clock
         self.max_token_length = max_token_length
         self.issuers: dict[str, IssuerState] = {}
