@@ -480,3 +480,15 @@ def test_tenants_without_one_clean_template_is_a_configuration_error(
 ) -> None:
     with pytest.raises(ValueError):
         Issuer(issuer=issuer, audience=AUD, tenants=tenants, metadata_url=COMMON)
+
+
+def test_auth_time_in_the_future_is_refused() -> None:
+    r = rules()
+    r.check_claims(claims(auth_time=NOW - 3600), NOW)
+    r.check_claims(claims(auth_time=NOW + 30), NOW)  # within the leeway
+    assert reason(r.check_claims, claims(auth_time=NOW + 3600), NOW) == "auth_time_future"
+
+
+@pytest.mark.parametrize("value", ["1700000000", True, None, [1]])
+def test_auth_time_that_is_not_a_number_is_refused(value: Any) -> None:
+    assert reason(rules().check_claims, claims(auth_time=value), NOW) == "bad_auth_time"

@@ -367,6 +367,18 @@ class ClaimRules:
                 raise InvalidToken("The access token's iat is malformed", reason="bad_iat")
             if iat > now + leeway:
                 raise InvalidToken("The access token was issued in the future", reason="iat_future")
+        if "auth_time" in claims:
+            # OIDC Core §2: when the user signed in. A sign-in in the future is a forgery
+            # or a broken clock, never a token to trust (Firebase requires this check).
+            auth_time = claims["auth_time"]
+            if not _is_number(auth_time):
+                raise InvalidToken(
+                    "The access token's auth_time is malformed", reason="bad_auth_time"
+                )
+            if auth_time > now + leeway:
+                raise InvalidToken(
+                    "The access token's sign-in lies in the future", reason="auth_time_future"
+                )
         for name in self.required_configured if introspected else self.required:
             if claims.get(name) is None:
                 raise InvalidToken(

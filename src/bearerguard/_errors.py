@@ -58,6 +58,8 @@ Reason: TypeAlias = Literal[
     "not_yet_valid",
     "bad_iat",
     "iat_future",
+    "bad_auth_time",
+    "auth_time_future",
     "missing_claim",
     "bad_claim",
     "bad_scope",

@@ -60,7 +60,7 @@ log = logging.getLogger("bearerguard.validator")
 #: Tokens longer than this are refused before any decoding (8 KiB).
 DEFAULT_MAX_TOKEN_LENGTH = 8192
 #: Refusals that depend on the clock, not the token alone: never remembered.
-_TIME_DEPENDENT: frozenset[Reason] = frozenset({"not_yet_valid", "iat_future"})
+_TIME_DEPENDENT: frozenset[Reason] = frozenset({"not_yet_valid", "iat_future", "auth_time_future"})
 
 _sha256 = hashlib.sha256
 
