@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["TLSExtensionH11Protocol", "running_uvicorn"]
+__all__ = ["TLSExtensionH11Protocol", "loopback_socket", "running_uvicorn"]
 
 
 class TLSExtensionH11Protocol(H11Protocol):
@@ -49,12 +49,18 @@ class TLSExtensionH11Protocol(H11Protocol):
         self.app = app
 
 
-@contextmanager
-def running_uvicorn(app: Any, **config: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1: its URL is known before the app is built."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def running_uvicorn(app: Any, sock: socket.socket | None = None, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on ``sock`` (else a free loopback port); yields the base URL."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     config.setdefault("log_level", "warning")
     config.setdefault("lifespan", "on")

@@ -821,7 +821,8 @@ class TestIssuer:
 
         ``scopes`` limits what it may ask for (``None``: anything). A client that asks
         for no scope gets all of ``scopes``. Its tokens have ``sub`` and ``client_id``
-        set to ``client_id``, this issuer's audience and :attr:`token_lifetime`.
+        set to ``client_id``, :attr:`token_lifetime`, and as audience the RFC 8707
+        ``resource`` the client names, else this issuer's audience.
         """
         secret = secret if secret is not None else secrets.token_urlsafe(16)
         with self._lock:
@@ -975,8 +976,16 @@ class TestIssuer:
             return Response(400, {"error": "invalid_scope"})
         granted = asked or sorted(allowed or ())
         scope = " ".join(granted) or None
+        # RFC 8707: the resource the client names is the token's audience (MCP clients
+        # always name one); one absolute URI without a fragment, as §2 asks.
+        resources = _form_values(request.body, "resource")
+        if len(resources) > 1 or any(not urlsplit(r).scheme or "#" in r for r in resources):
+            return Response(400, {"error": "invalid_target"})
         token = self.mint(
-            {"sub": client[0], "client_id": client[0]}, scope=scope, expires_in=self.token_lifetime
+            {"sub": client[0], "client_id": client[0]},
+            scope=scope,
+            audience=resources[0] if resources else _DEFAULT,
+            expires_in=self.token_lifetime,
         )
         body: dict[str, Any] = {
             "access_token": token,
@@ -1050,13 +1059,21 @@ _TOKEN_CORS = {
 }
 
 
+def _parsed(body: bytes) -> dict[str, list[str]]:
+    try:
+        return parse_qs(body.decode("ascii"), strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+
+
 def _form(body: bytes) -> dict[str, str]:
     """A form-encoded body's fields; a repeated or undecodable field is left out."""
-    try:
-        form = parse_qs(body.decode("ascii"), strict_parsing=True)
-    except (UnicodeDecodeError, ValueError):
-        form = {}
-    return {name: values[0] for name, values in form.items() if len(values) == 1}
+    return {name: values[0] for name, values in _parsed(body).items() if len(values) == 1}
+
+
+def _form_values(body: bytes, name: str) -> list[str]:
+    """Every value of one field (RFC 8707 lets ``resource`` repeat)."""
+    return _parsed(body).get(name, [])
 
 
 def _client_of(headers: Mapping[str, str], fields: Mapping[str, str]) -> tuple[str, str] | None:
