@@ -34,7 +34,7 @@ _FENCE = re.compile(
 _HEADING = re.compile(r"^#{1,6} +(.+?) *#*$", re.M)
 
 #: The application a snippet's tests import (``from app import create_app``).
-USER_APP = '''
+USER_APP = """
 from fastapi import Depends, FastAPI
 
 from bearerguard import AccessToken, BearerAuthMiddleware, current_token, require_scopes
@@ -49,7 +49,7 @@ def create_app(issuer, audience, **options):
         return {"owner": token.subject}
 
     return app
-'''
+"""
 
 
 @dataclass(frozen=True)

@@ -447,12 +447,21 @@ async def test_answer_with_malformed_scope_is_refused(
     assert (await refusal(make_validator(config(test_issuer)), token)).reason == "bad_scope"
 
 
-async def test_answer_for_a_dpop_bound_token_is_refused(
+async def test_answer_for_a_dpop_token_without_its_key_is_refused(
     test_issuer: TestIssuer, make_validator: MakeValidator
 ) -> None:
-    token = test_issuer.mint_opaque({"token_type": "DPoP", "cnf": {"jkt": "abc"}})
+    token = test_issuer.mint_opaque({"token_type": "DPoP"})
     refused = await refusal(make_validator(config(test_issuer)), token)
     assert refused.reason == "bad_token_type"
+
+
+async def test_answer_for_a_dpop_token_carries_its_binding(
+    test_issuer: TestIssuer, make_validator: MakeValidator
+) -> None:
+    # Accepted here with its cnf; the middleware then asks for the DPoP proof (test_dpop.py).
+    token = test_issuer.mint_opaque({"token_type": "DPoP", "cnf": {"jkt": "abc"}})
+    access = await make_validator(config(test_issuer)).validate(token)
+    assert access.confirmation == {"jkt": "abc"}
 
 
 async def test_answer_with_malformed_subject_is_refused(

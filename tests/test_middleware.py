@@ -43,6 +43,8 @@ from bearerguard.testing import TestIssuer
 
 pytestmark = pytest.mark.anyio
 AUD = "https://api.example.com"
+#: What the DPoP challenge offered beside Bearer by default says (RFC 9449 §7.2).
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
 
 
 def b64(data: bytes) -> str:
@@ -190,7 +192,7 @@ async def test_request_auth_is_shared_per_scope_set_and_cannot_be_changed(
 async def test_no_credentials_get_a_challenge_without_error(client: httpx.AsyncClient) -> None:
     response = await client.get("/items")
     assert response.status_code == 401
-    assert challenge(response) == 'Bearer realm="api"'
+    assert challenge(response) == f'Bearer realm="api", DPoP realm="api", {DPOP_ALGS}'
 
 
 async def test_other_auth_scheme_is_treated_as_no_credentials(client: httpx.AsyncClient) -> None:
@@ -231,7 +233,8 @@ async def test_token_outside_grammar_is_400_invalid_request(client: httpx.AsyncC
 
 async def test_error_description_is_a_safe_quoted_string(client: httpx.AsyncClient) -> None:
     response = await assert_invalid_token(client, "not-a-jwt")
-    description = challenge(response).split('error_description="', 1)[1].rstrip('"')
+    description = challenge(response).split('error_description="', 1)[1].split('"', 1)[0]
+    assert description == response.json()["error_description"]
     assert all(c not in description for c in '"\\\r\n')
 
 
@@ -500,7 +503,9 @@ def test_websocket_without_token_gets_an_http_denial_before_accept(test_issuer: 
         with pytest.raises(WebSocketDenialResponse) as info, tc.websocket_connect("/ws"):
             pass
         assert info.value.status_code == 401
-        assert info.value.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert info.value.headers["www-authenticate"] == (
+            f'Bearer realm="api", DPoP realm="api", {DPOP_ALGS}'
+        )
         token = test_issuer.mint(scope="read:items", audience=AUD)
         with tc.websocket_connect("/ws", headers=bearer(token)) as ws:
             assert ws.receive_text() == "hi"
@@ -681,7 +686,8 @@ async def test_route_errors_keep_their_answer_when_the_middleware_wraps_fastapi(
         forbidden = await c.get("/admin", headers=test_issuer.auth_header(scope="x", audience=AUD))
         anonymous = await c.get("/admin")
     assert forbidden.status_code == 403 and 'scope="admin"' in challenge(forbidden)
-    assert anonymous.status_code == 401 and challenge(anonymous) == 'Bearer realm="api"'
+    assert anonymous.status_code == 401
+    assert challenge(anonymous) == f'Bearer realm="api", DPoP realm="api", {DPOP_ALGS}'
 
 
 async def test_query_token_success_is_cache_control_private(

@@ -212,8 +212,14 @@ async def test_two_certificate_headers_prove_nothing(
 
 @pytest.mark.parametrize(
     "value",
-    [":not base64!:", "::", "%ZZ%", "-----BEGIN CERTIFICATE-----@@-----END CERTIFICATE-----",
-     "A" * 20_000, "\u00e9t\u00e9"],
+    [
+        ":not base64!:",
+        "::",
+        "%ZZ%",
+        "-----BEGIN CERTIFICATE-----@@-----END CERTIFICATE-----",
+        "A" * 20_000,
+        "\u00e9t\u00e9",
+    ],
     ids=["bad-rfc9440", "empty-rfc9440", "bad-escape", "bad-pem", "oversized", "non-ascii"],
 )
 async def test_malformed_certificate_header_is_a_401_never_a_500(

@@ -117,9 +117,7 @@ def check_introspection(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
 
 
 @check("README.md", "Rate limits per token")
-def check_rate_limits(
-    snippet: snippets.Snippet, issuer: TestIssuer, server: RedisServer
-) -> None:
+def check_rate_limits(snippet: snippets.Snippet, issuer: TestIssuer, server: RedisServer) -> None:
     import redis
 
     app = snippets.run(snippet, issuer.issuer, **{"redis://127.0.0.1:6379": server.url})["app"]
@@ -228,6 +226,31 @@ def check_mtls(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/items", headers=headers).status_code == 200
     with TestClient(app, client=("192.0.2.1", 44300)) as client:  # not a trusted proxy
         assert client.get("/items", headers=headers).status_code == 401
+
+
+@check("README.md", "Sender-constrained tokens: DPoP (RFC 9449)")
+def check_dpop(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    # The snippet asserts its own promises (a bound token with its proof is accepted,
+    # the same token as Bearer is refused); here: its app also refuses a thief's proof.
+    from bearerguard.testing import DPoPKey
+
+    namespace = snippets.run(snippet, issuer.issuer)
+    owner = namespace["key"]
+    with TestIssuer() as other_issuer:
+        app = namespace["Starlette"](routes=namespace["app"].routes)
+        app.add_middleware(
+            BearerAuthMiddleware,
+            issuer=other_issuer.issuer,
+            audience=other_issuer.audience,
+            public_url="https://api.example.com",
+        )
+        url = "https://api.example.com/me"
+        token = other_issuer.mint(dpop_key=owner)
+        with TestClient(app) as client:
+            assert client.get("/me", headers=owner.headers(token, "GET", url)).status_code == 200
+            thief = client.get("/me", headers=DPoPKey().headers(token, "GET", url))
+        assert thief.status_code == 401
+        assert 'DPoP realm="api", error="invalid_token"' in thief.headers["www-authenticate"]
 
 
 # -- the tests ---------------------------------------------------------------------------

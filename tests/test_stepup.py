@@ -220,9 +220,9 @@ def test_websocket_route_with_a_stale_sign_in_is_refused_before_accept(
         ):
             pass
         assert denied.value.status_code == 401
-        assert 'error="insufficient_user_authentication"' in denied.value.headers[
-            "www-authenticate"
-        ]
+        assert (
+            'error="insufficient_user_authentication"' in denied.value.headers["www-authenticate"]
+        )
         assert 'max_age="60"' in denied.value.headers["www-authenticate"]
         with client.websocket_connect("/ws", headers=fresh) as ws:
             assert ws.receive_text() == "hello"

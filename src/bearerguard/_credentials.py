@@ -28,11 +28,14 @@ def _check_grammar(token: bytes, max_length: int) -> str:
     return token.decode("ascii")
 
 
-def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> str | None:
+def find_in_header(
+    headers: Iterable[tuple[bytes, bytes]], max_length: int, scheme: bytes = b"bearer"
+) -> str | None:
     """The token from ``Authorization: Bearer``; ``None`` when there is no bearer credential.
 
     Two Authorization headers are a malformed request, not a choice to make. The
     scheme is case-insensitive (RFC 7235 §2.1); another scheme means "no bearer token".
+    ``scheme=b"dpop"`` reads ``Authorization: DPoP`` (RFC 9449 §7.1) the same way.
     """
     found: bytes | None = None
     for name, value in headers:
@@ -44,8 +47,8 @@ def find_in_header(headers: Iterable[tuple[bytes, bytes]], max_length: int) -> s
             found = value
     if found is None:
         return None
-    scheme, _, rest = found.partition(b" ")
-    if scheme.lower() != b"bearer":
+    used, _, rest = found.partition(b" ")
+    if used.lower() != scheme:
         return None
     token = rest.strip(b" ")
     if not token:

@@ -14,12 +14,14 @@ __all__ = [
     "AuthError",
     "InsufficientScope",
     "InsufficientUserAuthentication",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "MissingToken",
     "RateLimited",
     "Reason",
     "Unavailable",
+    "UseDPoPNonce",
     "signature_refused",
 ]
 
@@ -88,6 +90,29 @@ Reason: TypeAlias = Literal[
     "introspection_saturated",
     "ratelimit_unavailable",
     "sharing_unavailable",
+    # DPoP (RFC 9449): the proof (401 invalid_dpop_proof), its nonce, its token, its store
+    "dpop_missing",
+    "dpop_duplicate",
+    "dpop_too_large",
+    "dpop_malformed",
+    "dpop_bad_typ",
+    "dpop_bad_alg",
+    "dpop_crit",
+    "dpop_no_jwk",
+    "dpop_private_key",
+    "dpop_bad_jwk",
+    "dpop_bad_signature",
+    "dpop_bad_jti",
+    "dpop_bad_htm",
+    "dpop_bad_htu",
+    "dpop_bad_iat",
+    "dpop_stale",
+    "dpop_bad_ath",
+    "dpop_replayed",
+    "use_dpop_nonce",
+    "dpop_required",
+    "dpop_unbound_token",
+    "dpop_replay_unavailable",
     # a bare error class's default
     "invalid_request",
     "invalid_token",
@@ -108,6 +133,8 @@ class AuthError(Exception):
     error: str | None = None
     #: The reason when none is given: the error code, or ``"error"`` for the bare class.
     default_reason: Reason = "error"
+    #: The challenge that carries the error: ``None`` is the scheme the request used.
+    scheme: str | None = None
 
     def __init__(self, description: str = "", *, reason: Reason | None = None) -> None:
         super().__init__(description)
@@ -233,3 +260,28 @@ class RateLimited(AuthError):
         #: The limiter's RateLimit-* headers for this answer (classic three and the
         #: draft RateLimit-Policy/RateLimit pair), ready to send; empty when built by hand.
         self.headers = headers
+
+
+class InvalidDPoPProof(AuthError):
+    """The request's DPoP proof is missing, malformed or wrong (RFC 9449 §7.1): 401."""
+
+    status = 401
+    error = "invalid_dpop_proof"
+    default_reason = "dpop_malformed"
+    scheme = "DPoP"
+
+
+class UseDPoPNonce(AuthError):
+    """The proof lacks the server's current nonce (RFC 9449 §8): 401 with ``DPoP-Nonce``.
+
+    Not a failure of the client so much as a round trip: it retries with ``nonce``.
+    """
+
+    status = 401
+    error = "use_dpop_nonce"
+    default_reason = "use_dpop_nonce"
+    scheme = "DPoP"
+
+    def __init__(self, nonce: str, description: str = "") -> None:
+        super().__init__(description or "Use the server's DPoP nonce", reason="use_dpop_nonce")
+        self.nonce = nonce

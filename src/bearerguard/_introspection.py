@@ -14,7 +14,8 @@ The rules, and why:
   the issuer's :class:`~bearerguard._claims.ClaimRules` exactly as a JWT's are,
   when present (``aud`` must be, with ``Issuer.introspection_requires_audience``);
   ``scope`` must be a string (or list) of scopes, and a ``token_type`` other
-  than ``Bearer`` (a DPoP-bound or refresh token) is refused.
+  than ``Bearer`` (a refresh token, say) is refused; ``DPoP`` only with the
+  ``cnf.jkt`` its proofs are then checked against (RFC 9449 §6.2).
 * An endpoint that cannot answer (down, timeout, 5xx, HTML, not JSON, oversized,
   or refusing our own credentials) is the issuer's problem, not the token's:
   :class:`~bearerguard._errors.Unavailable` (503 with ``Retry-After``), so clients
@@ -60,6 +61,15 @@ _BEARER_TYPES = frozenset({"bearer"})
 #: Told of each finished :meth:`Introspector.ask`: the issuer, the seconds it took and
 #: the error (``None`` when the endpoint gave a usable answer).
 IntrospectionListener = Callable[[str, float, AuthError | None], None]
+
+
+def _names_an_access_token(token_type: Any, document: Mapping[str, Any]) -> bool:
+    """``Bearer``, or ``DPoP`` described with the key it is bound to (RFC 9449 §6.2)."""
+    if type(token_type) is not str:
+        return False
+    kind = token_type.lower()
+    cnf = document.get("cnf")
+    return kind in _BEARER_TYPES or (kind == "dpop" and type(cnf) is dict and "jkt" in cnf)
 
 
 def cache_deadline(claims: Mapping[str, Any], now: float, cap: float) -> float:
@@ -214,9 +224,7 @@ class Introspector:
         if document.get("active") is not True:
             raise InvalidToken("The access token is not active", reason="inactive")
         token_type = document.get("token_type")
-        if token_type is not None and (
-            type(token_type) is not str or token_type.lower() not in _BEARER_TYPES
-        ):
+        if token_type is not None and not _names_an_access_token(token_type, document):
             raise InvalidToken("The token is not a bearer access token", reason="bad_token_type")
         if self.config.introspection_requires_audience and "aud" not in document:
             # RFC 7662 makes aud optional; this issuer is configured to always send it,

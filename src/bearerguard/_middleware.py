@@ -18,14 +18,24 @@ from starlette.websockets import WebSocket
 
 from bearerguard._binding import NOTHING_PROVED, Proved, check_binding
 from bearerguard._cache import DEFAULT_CACHE_SIZE
-from bearerguard._challenge import Answer, answer_for
+from bearerguard._challenge import Answer, Schemes, answer_for
 from bearerguard._config import Issuer, IssuerOptions
 from bearerguard._credentials import find_in_form, find_in_header, find_in_query
 from bearerguard._dependencies import route_scopes, token_of
+from bearerguard._dpop import (
+    DEFAULT_DPOP_ALGORITHMS,
+    DEFAULT_DPOP_MAX_AGE,
+    DPOP_SCOPE_KEY,
+    DPoPGuard,
+    DPoPMode,
+    DPoPPolicy,
+    Proof,
+)
 from bearerguard._errors import (
     AuthError,
     InsufficientScope,
     InvalidRequest,
+    InvalidToken,
     MissingToken,
     RateLimited,
     Unavailable,
@@ -93,6 +103,13 @@ class BearerAuthMiddleware:
         client_cert_header: str | None = None,
         resource_metadata: ResourceMetadata | None = None,
         token_sharing: TokenSharing | None = None,
+        dpop: DPoPMode = "allowed",
+        dpop_algorithms: Sequence[str] = DEFAULT_DPOP_ALGORITHMS,
+        dpop_max_age: float = DEFAULT_DPOP_MAX_AGE,
+        dpop_replay_storage: str | None = None,
+        dpop_nonce: bool = False,
+        dpop_nonce_secret: str | bytes | None = None,
+        public_url: str | None = None,
         clock: Callable[[], float] | None = None,
         **issuer_fields: Unpack[IssuerOptions],
     ) -> None:
@@ -158,6 +175,30 @@ class BearerAuthMiddleware:
                 proxies=self.proxies,
                 clock=validator.clock,
             )
+        #: Checks DPoP proofs (RFC 9449); ``None`` when ``dpop="disabled"``.
+        self.dpop: DPoPGuard | None = None
+        policy = DPoPPolicy(
+            mode=dpop,
+            algorithms=tuple(dpop_algorithms),
+            public_url=public_url,
+            max_age=dpop_max_age,
+            # The replay store is the rate limits' storage unless given, and an outage
+            # of it follows the rate limits' fail-open/fail-closed choice.
+            replay_storage=dpop_replay_storage
+            or (rate_limiter.storage_uri if rate_limiter else limiting.storage),
+            replay_fail_closed=rate_limiter.fail_closed if rate_limiter else limiting.fail_closed,
+            nonce=dpop_nonce,
+            nonce_secret=dpop_nonce_secret,
+        )
+        if policy.mode != "disabled":
+            self.dpop = DPoPGuard(policy, identity=validator.identity(), clock=validator.clock)
+        #: Bearer tokens are refused outright (``dpop="required"``).
+        self._dpop_only = policy.mode == "required"
+        #: Which challenges every refusal offers: Bearer, DPoP or both (RFC 9449 §7.2).
+        self.schemes = Schemes(
+            bearer=not self._dpop_only,
+            dpop_algs=self.dpop.algs if self.dpop is not None else None,
+        )
         self.realm = realm
         self.allow_anonymous = allow_anonymous
         self.token_in_query = token_in_query
@@ -208,26 +249,38 @@ class BearerAuthMiddleware:
         token: str | None = None
         access: AccessToken | None = None
         in_query = False
+        proof: Proof | None = None
+        dpop = False
         try:
             if self.token_in_query or self.token_in_form:
-                token, receive, in_query = await self._find_token(scope, receive)
+                token, receive, in_query, dpop = await self._find_token(scope, receive)
             else:  # the usual configuration: no coroutine to look in one header
                 token = find_in_header(scope["headers"], self.max_token_length)
+                if token is None and self.dpop is not None:
+                    token = self._dpop_token(scope)
+                    dpop = token is not None
             if token is None:
                 if not self.allow_anonymous:
                     raise MissingToken()
                 scope["auth"] = AuthCredentials()
                 scope["user"] = TokenUser(None)
             else:
-                validator = self.validator
-                # A cache hit is answered synchronously; only a miss awaits a decision.
-                digest, validated = validator.lookup(token)
-                if validated is None:
-                    validated = await validator.decide(token, digest)
-                if validated.confirmation is not None:
-                    # A bound token (RFC 7800 cnf) needs its proof: what the request
-                    # proves is worked out only here, so unbound tokens pay nothing.
-                    check_binding(validated.confirmation, self._proved(scope))
+                if not dpop:
+                    if self._dpop_only:
+                        raise InvalidToken(
+                            "This API takes DPoP-bound tokens only", reason="dpop_required"
+                        )
+                    validator = self.validator
+                    # A cache hit is answered synchronously; only a miss awaits a decision.
+                    digest, validated = validator.lookup(token)
+                    if validated is None:
+                        validated = await validator.decide(token, digest)
+                    if validated.confirmation is not None:
+                        # A bound token (RFC 7800 cnf) needs its proof: what the request
+                        # proves is worked out only here, so unbound tokens pay nothing.
+                        check_binding(validated.confirmation, self._proved(scope))
+                else:
+                    validated, proof = await self._prove_dpop(scope, token)
                 access = validated
                 self._authenticate(scope, access)
                 if observer is not None:
@@ -241,8 +294,10 @@ class BearerAuthMiddleware:
         except AuthError as error:
             if access is None and observer is not None:
                 notify(observer.validation, None, error, perf_counter() - began)
-            await self._refuse(scope, receive, send, error, token=token, access=access)
+            await self._refuse(scope, receive, send, error, token=token, access=access, dpop=dpop)
             return
+        if proof is not None and proof.next_nonce is not None:
+            send = _adding_header(send, b"dpop-nonce", proof.next_nonce.encode())
         await self._call_app(scope, receive, send, private=in_query)
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
@@ -290,6 +345,26 @@ class BearerAuthMiddleware:
         x5t = self.certificates.thumbprint(scope)
         return {"x5t#S256": x5t} if x5t is not None else NOTHING_PROVED
 
+    async def _prove_dpop(self, scope: Scope, token: str) -> tuple[AccessToken, Proof]:
+        """A DPoP request (RFC 9449 §7.1): the proof, the token, their binding, then the jti.
+
+        The proof is checked before the token, so a request without a good proof
+        costs no key fetch or introspection; its ``jti`` is spent last, so only a
+        request that passed everything can use up a proof.
+        """
+        guard = self.dpop
+        assert guard is not None
+        proof = guard.check(scope, token)
+        validated = await self.validator.validate(token)
+        if validated.confirmation is None:
+            raise InvalidToken(
+                "The access token is not bound to a DPoP key", reason="dpop_unbound_token"
+            )
+        check_binding(validated.confirmation, {**self._proved(scope), "jkt": proof.jkt})
+        await guard.spend(proof)
+        scope[DPOP_SCOPE_KEY] = proof
+        return validated, proof
+
     async def _handle_route_error(self, conn: HTTPConnection, exc: Exception) -> Response | None:
         """A route's AuthError, answered inside Starlette: the same answer ``_refuse`` sends.
 
@@ -302,7 +377,13 @@ class BearerAuthMiddleware:
         self._report(scope, exc, None, token_of(conn))
         # The refusal carries its own RateLimit headers: none from the scope on top.
         scope.pop(DECISION_SCOPE_KEY, None)
-        answer = answer_for(exc, self.realm, resource_metadata=self._metadata_url)
+        answer = answer_for(
+            exc,
+            self.realm,
+            self.schemes,
+            used="DPoP" if DPOP_SCOPE_KEY in scope else "Bearer",
+            resource_metadata=self._metadata_url,
+        )
         if scope["type"] == "websocket" and not _denial_supported(scope):
             assert isinstance(conn, WebSocket)
             await conn.close(1008, _close_reason(answer.status))
@@ -349,13 +430,30 @@ class BearerAuthMiddleware:
         except AuthError as error:
             if started:
                 raise
-            await self._refuse(scope, receive, send, error, access=token_of(HTTPConnection(scope)))
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                error,
+                access=token_of(HTTPConnection(scope)),
+                dpop=DPOP_SCOPE_KEY in scope,
+            )
 
-    async def _find_token(self, scope: Scope, receive: Receive) -> tuple[str | None, Receive, bool]:
-        """The token, the receive to use from now on, and whether the token was in the URL."""
+    def _dpop_token(self, scope: Scope) -> str | None:
+        """The token of ``Authorization: DPoP``; asked only when there is no Bearer token."""
+        return find_in_header(scope["headers"], self.max_token_length, scheme=b"dpop")
+
+    async def _find_token(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[str | None, Receive, bool, bool]:
+        """The token, the receive to use from now on, whether it was in the URL, whether DPoP."""
         limit = self.max_token_length
         token = find_in_header(scope["headers"], limit)
         in_url = False
+        dpop = False
+        if token is None and self.dpop is not None:
+            token = self._dpop_token(scope)
+            dpop = token is not None
         if self.token_in_query:
             from_query = find_in_query(scope.get("query_string", b""), limit)
             if from_query is not None:
@@ -373,7 +471,7 @@ class BearerAuthMiddleware:
                         "The token was sent in more than one place", reason="two_locations"
                     )
                 token = in_form
-        return token, receive, in_url
+        return token, receive, in_url, dpop
 
     async def _refuse(
         self,
@@ -384,9 +482,16 @@ class BearerAuthMiddleware:
         *,
         token: str | None = None,
         access: AccessToken | None = None,
+        dpop: bool = False,
     ) -> None:
         self._report(scope, error, token, access)
-        answer = answer_for(error, self.realm, resource_metadata=self._metadata_url)
+        answer = answer_for(
+            error,
+            self.realm,
+            self.schemes,
+            used="DPoP" if dpop else "Bearer",
+            resource_metadata=self._metadata_url,
+        )
         if scope["type"] == "websocket":
             await _deny_websocket(scope, receive, send, answer)
             return
@@ -481,6 +586,19 @@ class BearerAuthMiddleware:
             await self.rate_limiter.aclose()
         if self.sharing is not None:
             await self.sharing.aclose()
+        if self.dpop is not None:
+            await self.dpop.aclose()
+
+
+def _adding_header(send: Send, name: bytes, value: bytes) -> Send:
+    """``send`` with one more header on the response start (a fresh DPoP nonce, RFC 9449 §8.2)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (name, value)]}
+        await send(message)
+
+    return sending
 
 
 def _log_level(error: AuthError) -> int:

@@ -50,6 +50,7 @@ from jwt.algorithms import get_default_algorithms
 
 __all__ = [
     "DEFAULT_AUDIENCE",
+    "DPoPKey",
     "Handler",
     "ManualClock",
     "RecordedRequest",
@@ -75,6 +76,7 @@ _CURVES: dict[str, ec.EllipticCurve] = {
 }
 _ALG_FOR_CURVE = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _MAX_REQUEST_BODY = 1024 * 1024
+_HMAC = frozenset({"HS256", "HS384", "HS512"})
 
 
 class _Default:
@@ -665,11 +667,13 @@ class TestIssuer:
         audience: Any = _DEFAULT,
         expires_in: float | None = 300,
         drop: Collection[str] = (),
+        dpop_key: DPoPKey | None = None,
     ) -> dict[str, Any]:
         """The claims :meth:`mint` would sign: sensible defaults, then ``claims`` over them.
 
         ``audience=None`` or ``expires_in=None`` leave ``aud`` or ``exp`` out; ``drop``
-        removes any claim by name.
+        removes any claim by name. ``dpop_key`` binds the token to that key
+        (``cnf.jkt``, RFC 9449 §6.1).
         """
         now = int(self.clock())
         body: dict[str, Any] = {
@@ -686,6 +690,8 @@ class TestIssuer:
             body["scope"] = scope
         if body["aud"] is None:
             del body["aud"]
+        if dpop_key is not None:
+            body["cnf"] = {"jkt": dpop_key.thumbprint}
         body.update(claims or {})
         iss = body.get("iss")
         if isinstance(iss, str) and "{tenantid}" in iss:
@@ -709,6 +715,7 @@ class TestIssuer:
         headers: Mapping[str, Any] | None = None,
         key: Any = None,
         drop: Collection[str] = (),
+        dpop_key: DPoPKey | None = None,
     ) -> str:
         """A signed access token (compact JWS), ``typ`` ``at+jwt`` as RFC 9068 asks.
 
@@ -716,8 +723,16 @@ class TestIssuer:
         private key instead (then no ``kid`` unless given). ``kid=None`` leaves the
         ``kid`` header out, a string puts that value in. ``headers`` are merged last;
         a ``None`` value removes that header. ``alg="none"`` makes an unsigned token.
+        ``dpop_key`` makes a DPoP-bound token (``cnf.jkt`` of that :class:`DPoPKey`).
         """
-        body = self.claims(claims, scope=scope, audience=audience, expires_in=expires_in, drop=drop)
+        body = self.claims(
+            claims,
+            scope=scope,
+            audience=audience,
+            expires_in=expires_in,
+            drop=drop,
+            dpop_key=dpop_key,
+        )
         with self._lock:
             if key is not None:
                 alg = alg or _alg_for_key(key)
@@ -757,6 +772,25 @@ class TestIssuer:
         TLS, or through a trusted proxy that forwards the certificate.
         """
         return self.mint({**(claims or {}), "cnf": certificate.confirmation}, **kwargs)
+
+    def dpop_headers(
+        self,
+        key: DPoPKey,
+        method: str,
+        url: str,
+        claims: Mapping[str, Any] | None = None,
+        *,
+        nonce: str | None = None,
+        **mint_kwargs: Any,
+    ) -> dict[str, str]:
+        """``Authorization: DPoP <token>`` and its ``DPoP`` proof, for one request.
+
+        The token is bound to ``key`` and minted with the other arguments; the proof
+        is for ``method`` and ``url`` (query and fragment are left out of ``htu``),
+        made now by this issuer's clock.
+        """
+        token = self.mint(claims, dpop_key=key, **mint_kwargs)
+        return key.headers(token, method, url, nonce=nonce, iat=int(self.clock()))
 
     # Deliberately broken tokens, one rule each.
 
@@ -799,15 +833,22 @@ class TestIssuer:
         audience: Any = _DEFAULT,
         expires_in: float | None = 300,
         drop: Collection[str] = (),
+        dpop_key: DPoPKey | None = None,
     ) -> str:
         """A random opaque token; introspection answers ``active: true`` with these claims.
 
         The answer is ``{"active": true, "token_type": "Bearer", ...claims}``; ``claims``
         override anything, ``drop`` removes members (``drop=("active",)`` included).
+        With ``dpop_key`` the answer is ``token_type`` ``DPoP`` with ``cnf.jkt``.
         """
         token = secrets.token_urlsafe(32)
-        document: dict[str, Any] = {"active": True, "token_type": "Bearer"}
-        document.update(self.claims(claims, scope=scope, audience=audience, expires_in=expires_in))
+        kind = "Bearer" if dpop_key is None else "DPoP"
+        document: dict[str, Any] = {"active": True, "token_type": kind}
+        document.update(
+            self.claims(
+                claims, scope=scope, audience=audience, expires_in=expires_in, dpop_key=dpop_key
+            )
+        )
         for name in drop:
             document.pop(name, None)
         with self._lock:
@@ -1015,6 +1056,107 @@ class TestIssuer:
             ):
                 return {"active": True, "token_type": "Bearer", **claims}
         return None
+
+
+class DPoPKey:
+    """A client's DPoP key pair (RFC 9449): it makes proofs, right ones and deliberately wrong ones.
+
+    ``DPoPKey()`` is a fresh P-256 key (``ES256``); any algorithm :func:`generate_key`
+    knows works. :attr:`thumbprint` is what a token bound to it carries in ``cnf.jkt``
+    (``TestIssuer.mint(dpop_key=key)``). Every argument of :meth:`proof` that a
+    verifier checks can be set wrong on purpose::
+
+        key.proof("GET", url, token=token)                      # right
+        key.proof("POST", url, token=token)                     # wrong htm
+        key.proof("GET", url, token=token, iat=time.time() - 3600)  # too old
+        key.proof("GET", url, token=token, headers={"typ": "JWT"})  # wrong typ
+        key.proof("GET", url, token=token, signer=DPoPKey())    # signed by another key
+    """
+
+    __test__ = False
+
+    def __init__(self, alg: str = "ES256", private: Any = None) -> None:
+        self.alg = alg
+        self.private = private if private is not None else generate_key(alg)
+        public: dict[str, Any] = _ALGORITHMS[alg].to_jwk(self.private.public_key(), as_dict=True)
+        #: The public JWK a proof carries (no ``kid``, ``alg`` or ``use``: only the key).
+        self.jwk = {k: v for k, v in public.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+
+    def __repr__(self) -> str:
+        return f"DPoPKey({self.alg!r}, thumbprint={self.thumbprint!r})"
+
+    @property
+    def thumbprint(self) -> str:
+        """The key's RFC 7638 SHA-256 thumbprint (base64url): a bound token's ``cnf.jkt``."""
+        members = {
+            "RSA": ("e", "kty", "n"),
+            "EC": ("crv", "kty", "x", "y"),
+            "OKP": ("crv", "kty", "x"),
+        }
+        canonical = {m: self.jwk[m] for m in members[self.jwk["kty"]]}
+        text = json.dumps(canonical, separators=(",", ":"), sort_keys=True)
+        return _b64(hashlib.sha256(text.encode()).digest())
+
+    def private_jwk(self) -> dict[str, Any]:
+        """The key with its private members: what a proof must never carry."""
+        full: dict[str, Any] = _ALGORITHMS[self.alg].to_jwk(self.private, as_dict=True)
+        return full
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        nonce: str | None = None,
+        iat: float | None = None,
+        jti: str | None = None,
+        claims: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        signer: DPoPKey | None = None,
+    ) -> str:
+        """A DPoP proof JWT for one request (RFC 9449 §4.2).
+
+        ``htu`` is ``url`` without query and fragment; ``ath`` is the hash of
+        ``token`` when given. ``claims`` and ``headers`` are merged last (a ``None``
+        value removes that member); ``signer`` signs with another key while the
+        header still names this one.
+        """
+        body: dict[str, Any] = {
+            "jti": jti if jti is not None else uuid.uuid4().hex,
+            "htm": method,
+            "htu": url.split("?", 1)[0].split("#", 1)[0],
+            "iat": int(time.time()) if iat is None else iat,
+        }
+        if token is not None:
+            body["ath"] = _b64(hashlib.sha256(token.encode("ascii")).digest())
+        if nonce is not None:
+            body["nonce"] = nonce
+        header: dict[str, Any] = {"typ": "dpop+jwt", "alg": self.alg, "jwk": dict(self.jwk)}
+        for target, changes in ((body, claims), (header, headers)):
+            for name, value in (changes or {}).items():
+                if value is None:
+                    target.pop(name, None)
+                else:
+                    target[name] = value
+        signing = signer if signer is not None else self
+        alg = header.get("alg", signing.alg)
+        if alg != "none" and alg not in _ALGORITHMS:
+            alg = signing.alg  # a header alg nothing can sign with: sign with the key's own
+        # An HMAC alg (a deliberately wrong proof) is signed with a made-up shared secret.
+        private = (
+            b"a-secret-no-dpop-verifier-may-accept-000000000000"
+            if alg in _HMAC
+            else signing.private
+        )
+        return _sign(header, body, alg, private)
+
+    def headers(
+        self, token: str, method: str, url: str, *, nonce: str | None = None, **proof_kwargs: Any
+    ) -> dict[str, str]:
+        """``{"Authorization": "DPoP <token>", "DPoP": <proof>}`` for one request."""
+        proof = self.proof(method, url, token=token, nonce=nonce, **proof_kwargs)
+        return {"Authorization": f"DPoP {token}", "DPoP": proof}
 
 
 class _InProcessTransport(httpx.AsyncBaseTransport):
