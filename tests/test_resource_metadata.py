@@ -34,6 +34,8 @@ from bearerguard.testing import TestIssuer
 pytestmark = pytest.mark.anyio
 
 RESOURCE = "https://api.example.com"
+#: The DPoP challenge offered beside Bearer by default (RFC 9449 §7.2): it names the metadata too.
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 
@@ -177,7 +179,9 @@ async def test_every_challenge_names_the_resource_metadata(
     named = f'resource_metadata="{RESOURCE}{WELL_KNOWN}"'
     missing = await client.get("/me")
     assert missing.status_code == 401
-    assert missing.headers["www-authenticate"] == f'Bearer realm="api", {named}'
+    assert missing.headers["www-authenticate"] == (
+        f'Bearer realm="api", {named}, DPoP realm="api", {DPOP_ALGS}, {named}'
+    )
     invalid = await client.get("/me", headers={"Authorization": "Bearer not.a.token"})
     assert invalid.status_code == 401 and named in invalid.headers["www-authenticate"]
     step_up = await client.get("/transfer", headers=test_issuer.auth_header())

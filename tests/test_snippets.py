@@ -29,6 +29,8 @@ from redis_server import RedisServer
 pytest_plugins = ["pytester"]
 
 Check = Callable[..., None]
+#: The DPoP challenge offered beside Bearer by default (RFC 9449 §7.2).
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
 #: (document, heading) -> the check for the snippets under that heading.
 CHECKS: dict[tuple[str, str], Check] = {}
 
@@ -193,8 +195,9 @@ def check_resource_metadata(snippet: snippets.Snippet, issuer: TestIssuer) -> No
         refused = client.get("/items")
         assert refused.status_code == 401
         url = "https://api.example.com/.well-known/oauth-protected-resource"
-        assert (
-            refused.headers["www-authenticate"] == f'Bearer realm="api", resource_metadata="{url}"'
+        named = f'resource_metadata="{url}"'
+        assert refused.headers["www-authenticate"] == (
+            f'Bearer realm="api", {named}, DPoP realm="api", {DPOP_ALGS}, {named}'
         )
         document = client.get(url).json()
         assert document == {
