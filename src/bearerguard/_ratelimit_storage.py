@@ -19,6 +19,8 @@ from limits.aio import storage as async_storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+from bearerguard._ratelimit_memory import MovingWindowMemory
+
 __all__ = ["SharedStorage", "async_storage_uri", "redacted", "supports"]
 
 log = logging.getLogger("bearerguard.ratelimit")
@@ -75,10 +77,13 @@ class SharedStorage:
                 "socket_connect_timeout": timeout,
             }
         opts.update(options)
-        # The reported URI stays async+memory://; only the implementation behind it is sync.
-        target = f"memory://{rest}" if scheme == "async+memory" else self.uri
         try:
-            storage = storage_from_string(target, wrap_exceptions=True, **opts)
+            if scheme == "async+memory":
+                # The reported URI stays async+memory://; the implementation behind it is
+                # sync, with an O(1) moving window (limits' list grows with the window).
+                storage: Any = MovingWindowMemory(f"memory://{rest}", wrap_exceptions=True)
+            else:
+                storage = storage_from_string(self.uri, wrap_exceptions=True, **opts)
         except ConfigurationError as exc:
             raise ValueError(f"rate limit storage {redacted(self.uri)!r}: {exc}") from None
         if not isinstance(storage, (async_storage.Storage, sync_storage.MemoryStorage)):
