@@ -33,6 +33,8 @@ from bearerguard import (
     require_scopes,
 )
 
+from bearerguard.testing import DPoPKey
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "provider.mjs"
 START_TIMEOUT = 20.0
@@ -207,9 +209,16 @@ class OIDCProvider:
         *,
         alg: str | None = None,
         ttl: int | None = None,
+        dpop: DPoPKey | None = None,
     ) -> str:
-        """A client_credentials access token for one resource indicator (RFC 8707)."""
+        """A client_credentials access token for one resource indicator (RFC 8707).
+
+        With ``dpop`` the request carries a DPoP proof of that key (RFC 9449 §5) and
+        the token comes back bound to it (``token_type`` ``DPoP``).
+        """
         headers = {}
+        if dpop is not None:
+            headers["DPoP"] = dpop.proof("POST", f"{self.issuer}/token")
         if alg is not None:
             headers["X-Interop-Alg"] = alg
         if ttl is not None:
@@ -221,6 +230,7 @@ class OIDCProvider:
                 headers=headers,
             )
         assert answer.status_code == 200, answer.text
+        assert answer.json()["token_type"] == ("DPoP" if dpop is not None else "Bearer")
         return str(answer.json()["access_token"])
 
     async def revoke(self, token: str) -> None:

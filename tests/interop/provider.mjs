@@ -261,6 +261,9 @@ function buildProvider(issuer) {
           || token.clientId === client.clientId,
       },
       revocation: { enabled: true },
+      // RFC 9449: a token request with a DPoP proof gets a token bound to its key
+      // (cnf.jkt in the JWT, and in the introspection answer of an opaque one).
+      dPoP: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => undefined,
