@@ -32,7 +32,6 @@ from bearerguard import (
     current_token,
     require_scopes,
 )
-
 from bearerguard.testing import DPoPKey
 
 HERE = Path(__file__).resolve().parent
