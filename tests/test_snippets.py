@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
 import snippets
+import test_providers as shapes
 from bearerguard import BearerAuthMiddleware
 from bearerguard._config import issuer_field_names
 from bearerguard.testing import TestIssuer, make_certificate
@@ -254,6 +256,112 @@ def check_dpop(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
             thief = client.get("/me", headers=DPoPKey().headers(token, "GET", url))
         assert thief.status_code == 401
         assert 'DPoP realm="api", error="invalid_token"' in thief.headers["www-authenticate"]
+
+
+# -- identity providers: each one line accepts that provider's token, refuses a look-alike --
+
+
+def _plays_provider(
+    snippet: snippets.Snippet,
+    played: TestIssuer,
+    token: dict[str, Any],
+    look_alike: dict[str, Any],
+    expect: dict[str, Any],
+    *,
+    typ: str | None = "JWT",
+) -> None:
+    app = snippets.run(snippet, "https://unused.example.com")["app"]
+    (middleware,) = [m for m in app.user_middleware if m.cls is BearerAuthMiddleware]
+    middleware.kwargs["http_client"] = httpx.AsyncClient(transport=played.transport())
+
+    @app.get("/snippet-check")
+    async def who(request: Request) -> dict[str, Any]:
+        seen = request.user.token
+        return {"sub": seen.subject, "client": seen.client_id, "scopes": sorted(seen.scopes)}
+
+    def bearer(claims: dict[str, Any]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {shapes.token(played, claims, typ=typ)}"}
+
+    with TestClient(app) as client:
+        assert client.get("/snippet-check").status_code == 401
+        ok = client.get("/snippet-check", headers=bearer(token))
+        assert (ok.status_code, ok.json()) == (200, expect)
+        assert client.get("/snippet-check", headers=bearer(look_alike)).status_code == 401
+
+
+@check("README.md", "Auth0")
+def check_auth0(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(issuer=f"https://{shapes.AUTH0}/") as auth0:
+        expect = {
+            "sub": "auth0|64f0c9a1b2",
+            "client": "wE3kq0Zy7mY2spaClient",
+            "scopes": ["openid", "profile", "read:orders", "write:orders"],
+        }
+        other_api = shapes.auth0_access(aud="https://billing.example.com")
+        _plays_provider(snippet, auth0, shapes.auth0_access(), other_api, expect)
+
+
+@check("README.md", "Microsoft Entra ID")
+def check_entra(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(issuer=f"{shapes.LOGIN}/{shapes.TENANT}/v2.0") as entra:
+        expect = {
+            "sub": "HKZpfaHyWadeOouYlitjrI-KffTm222X5rrV3xDqfKQ",
+            "client": shapes.CLIENT_ID,
+            "scopes": ["Orders.Read", "access_as_user"],
+        }
+        _plays_provider(snippet, entra, shapes.entra_v2(), shapes.entra_v1(), expect)
+
+
+@check("README.md", "Amazon Cognito")
+def check_cognito(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(issuer=shapes.COGNITO) as cognito:
+        expect = {
+            "sub": "a1b2c3d4-5678-90ab-cdef-1234567890ab",
+            "client": shapes.APP,
+            "scopes": ["aws.cognito.signin.user.admin", "openid", "orders/read"],
+        }
+        id_token = shapes.cognito_access(token_use="id", aud=shapes.APP)
+        _plays_provider(snippet, cognito, shapes.cognito_access(), id_token, expect, typ=None)
+
+
+@check("README.md", "Keycloak")
+def check_keycloak(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(issuer=shapes.KEYCLOAK) as keycloak:
+        expect = {
+            "sub": "f1e2d3c4-b5a6-4789-8a9b-0c1d2e3f4a5b",
+            "client": "web-app",
+            "scopes": sorted(
+                ["openid", "email", "profile", "default-roles-acme", "offline_access",
+                 "orders-admin", "orders:read"]
+            ),
+        }  # fmt: skip
+        refresh = shapes.keycloak_access(typ="Refresh")
+        _plays_provider(snippet, keycloak, shapes.keycloak_access(), refresh, expect)
+
+
+@check("README.md", "Okta")
+def check_okta(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(issuer=shapes.OKTA_AS) as okta:
+        expect = {
+            "sub": "ada@example.com",
+            "client": "0oa1b2c3d4e5f6g7h8i9",
+            "scopes": ["openid", "orders:read"],
+        }
+        org = shapes.okta_access(iss=f"https://{shapes.OKTA}")
+        _plays_provider(snippet, okta, shapes.okta_access(), org, expect, typ=None)
+
+
+@check("README.md", "Firebase")
+def check_firebase(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer(
+        issuer=f"https://securetoken.google.com/{shapes.PROJECT}",
+        jwks_uri=shapes.providers.FIREBASE_JWKS_URI,
+    ) as firebase:
+        expect = {"sub": "Xk893u23H9SI893", "client": None, "scopes": []}
+        session = shapes.firebase_id_token(
+            iss=f"https://session.firebase.google.com/{shapes.PROJECT}"
+        )
+        _plays_provider(snippet, firebase, shapes.firebase_id_token(), session, expect)
 
 
 # -- the tests ---------------------------------------------------------------------------
