@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-check test lint typecheck check bench services interop-deps browser-deps clean
+.PHONY: demo demo-check test lint typecheck check bench services interop-deps browser-deps fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,18 @@ check: lint typecheck test demo-check
 bench: $(STAMP) services
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks
+
+# Coverage-guided fuzzing (atheris) of the parsers and the middleware's request handling,
+# for FUZZ_SECONDS (60). Seeds from tests/conformance/fuzz_seeds; the corpus it grows and
+# any crashing input go to .fuzz/ (copy a crash into tests/conformance/fuzz_crashes/:
+# the suite replays every file there).
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	mkdir -p .fuzz/corpus
+	cp -n tests/conformance/fuzz_seeds/* .fuzz/corpus/
+	$(PY) tests/conformance/run_fuzzer.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
