@@ -563,3 +563,123 @@ def test_hostile_input_never_crashes(capsys: pytest.CaptureFixture[str]) -> None
         out = capsys.readouterr().out
         assert code == EXIT_INVALID, (token, out)
         assert "\x1b" not in out
+
+
+# -- --app: the configuration of the user's own application ----------------------------------
+
+POOL = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz"
+APP_MODULE = """
+import httpx
+from fastapi import FastAPI
+
+from bearerguard import BearerAuthMiddleware, providers
+from bearerguard.testing import TestIssuer
+
+# Cognito and Okta, played at their real URLs; the app reaches them through the transport.
+cognito = TestIssuer(issuer="{pool}", jwks_uri="{pool}/.well-known/jwks.json")
+okta = TestIssuer(issuer="https://dev-1.okta.com/oauth2/default",
+                  jwks_uri="https://dev-1.okta.com/oauth2/default/v1/keys",
+                  audience="api://default")
+
+
+class Both(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request):
+        played = cognito if request.url.host.startswith("cognito") else okta
+        return await played.transport().handle_async_request(request)
+
+
+app = FastAPI()
+app.add_middleware(
+    BearerAuthMiddleware,
+    issuers=[
+        providers.cognito(region="eu-west-1", user_pool_id="eu-west-1_AbC123xyz",
+                          client_ids=["app1"]),
+        providers.okta(domain="dev-1.okta.com", audience="api://default"),
+    ],
+    http_client=httpx.AsyncClient(transport=Both()),
+    max_token_length=4000,
+)
+"""
+
+
+@pytest.fixture
+def user_app(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    import importlib
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "orders_api.py").write_text(APP_MODULE.replace("{pool}", POOL))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.chdir(folder)
+    sys.modules.pop("orders_api", None)
+    module = importlib.import_module("orders_api")
+    yield module
+    module.cognito.close()
+    module.okta.close()
+    sys.modules.pop("orders_api", None)
+
+
+def _inspect_app(capsys: pytest.CaptureFixture[str], token: str, *extra: str) -> Result:
+    code = inspect_main(["-", "--app", "orders_api:app", *extra], stdin=io.StringIO(token))
+    captured = capsys.readouterr()
+    assert token not in captured.out and token not in captured.err
+    return Result(code, captured.out, captured.err)
+
+
+def test_inspect_app_takes_the_issuers_from_the_apps_own_middleware(
+    user_app: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cognito: TestIssuer = user_app.cognito  # type: ignore[attr-defined]
+    access = {"client_id": "app1", "token_use": "access", "scope": "orders/read"}
+    token = cognito.mint(access, audience=None, headers={"typ": None})
+    result = _inspect_app(capsys, token)
+    assert result.code == EXIT_VALID, result.out + result.err
+    assert f"issuer     {POOL}   clients app1" in result.out
+    assert "VALID" in result.out and "orders/read" in result.out
+    # The pool's ID token: the app's preset refuses it, so inspect does too.
+    id_token = cognito.mint({"token_use": "id"}, audience="app1", drop=("client_id",))
+    refused = _inspect_app(capsys, id_token, "--json")
+    assert refused.code == EXIT_INVALID
+    assert refused.json["reason"] == "bad_client"
+
+
+def test_inspect_app_judges_a_token_by_the_issuer_it_names(
+    user_app: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta: TestIssuer = user_app.okta  # type: ignore[attr-defined]
+    token = okta.mint({"cid": "0oa1", "scp": ["orders:read"]}, drop=("client_id",))
+    result = _inspect_app(capsys, token)
+    assert result.code == EXIT_VALID, result.out + result.err
+    assert "https://dev-1.okta.com/oauth2/default" in result.out
+
+
+def test_inspect_app_uses_the_apps_token_size_cap(
+    user_app: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta: TestIssuer = user_app.okta  # type: ignore[attr-defined]
+    token = okta.mint({"cid": "0oa1", "padding": "x" * 4000}, drop=("client_id",))
+    result = _inspect_app(capsys, token, "--json")
+    assert (result.code, result.json["reason"]) == (EXIT_INVALID, "too_large")
+
+
+def test_inspect_app_without_bearerguard_is_a_usage_error(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    (Path(str(tmp_path)) / "plain_api.py").write_text(
+        "from fastapi import FastAPI\napp = FastAPI()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = inspect_main(["x.y.z", "--app", "plain_api:app"])
+    assert code == EXIT_USAGE
+    assert "no BearerAuthMiddleware" in capsys.readouterr().err
+    assert inspect_main(["x.y.z", "--app", "no_such_module_here:app"]) == EXIT_USAGE
+    assert inspect_main(["x.y.z", "--app", "plain_api"]) == EXIT_USAGE
+
+
+def test_inspect_without_app_needs_issuer_and_audience(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert inspect_main(["x.y.z", "--issuer", "https://idp.example.com"]) == EXIT_USAGE
+    assert "--app" in capsys.readouterr().err

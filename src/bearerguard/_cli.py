@@ -75,10 +75,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the access token, or '-' to read it from stdin (keeps it out of shell history); "
         "a leading 'Bearer ' or 'Authorization: Bearer ' is ignored",
     )
-    parser.add_argument("--issuer", required=True, help="the trusted issuer, exactly as configured")
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="take the issuers from your application's BearerAuthMiddleware (as uvicorn "
+        "names an app, e.g. main:app), so the explanation matches what the API does; "
+        "the issuer options below are then not used",
+    )
+    parser.add_argument("--issuer", help="the trusted issuer, exactly as configured")
     parser.add_argument(
         "--audience",
-        required=True,
         action="append",
         help="this API's audience (repeat for several)",
     )
@@ -141,9 +147,17 @@ def inspect_main(argv: list[str], *, stdin: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message
         return EXIT_VALID if exc.code == 0 else EXIT_USAGE
+    client = None
     try:
         token = _read_token(args.token, stdin if stdin is not None else sys.stdin)
-        issuer = _issuer(args)
+        if args.app:
+            from bearerguard._from_app import config_from_app
+
+            app = config_from_app(args.app)
+            issuer = app.issuer_for(token)
+            client, args.max_token_length = app.http_client, app.max_token_length
+        else:
+            issuer = _issuer(args)
     except ValueError as exc:
         print(f"bearerguard inspect: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -155,6 +169,7 @@ def inspect_main(argv: list[str], *, stdin: TextIO | None = None) -> int:
             diagnose(
                 token,
                 issuer,
+                client=client,
                 max_token_length=args.max_token_length,
                 required_scopes=tuple(args.require_scope),
             )
@@ -181,6 +196,8 @@ def _read_token(arg: str, stdin: TextIO) -> str:
 
 
 def _issuer(args: argparse.Namespace) -> Issuer:
+    if not args.issuer or not args.audience:
+        raise ValueError("--issuer and --audience are required (or --app module:attr)")
     algorithms = tuple(
         a.strip() for value in (args.algorithms or [",".join(DEFAULT_ALGORITHMS)])
         for a in value.split(",") if a.strip()
@@ -234,7 +251,12 @@ def render(report: Any, issuer: Issuer, required_scopes: tuple[str, ...] = ()) -
     lines = [
         f"token      sha256:{report.token_sha256}…  {report.length:,} characters "
         "(the token itself is not shown)",
-        f"issuer     {issuer.issuer}   audience {', '.join(issuer.audiences)}",
+        f"issuer     {issuer.issuer}   "
+        + (
+            f"audience {', '.join(issuer.audiences)}"
+            if issuer.audiences
+            else f"clients {', '.join(issuer.client_ids or ())}"
+        ),
     ]
     if report.header is not None:
         lines.append(f"header     {show(report.header, 400)}")
