@@ -287,3 +287,25 @@ def test_issuer_without_the_clock_fixture_mints_on_the_real_time(bearer_issuer: 
     assert bearer_issuer.clock is time.time
     iat = bearer_issuer.claims()["iat"]
     assert abs(iat - time.time()) < 5
+
+
+def test_plugin_costs_nothing_until_a_fixture_is_used(pytester: pytest.Pytester) -> None:
+    # A fresh process, where the plugin is loaded by its entry point as for any user.
+    pytester.makepyfile(
+        test_cost="""
+import sys
+
+def test_collected_and_run_without_the_library():
+    loaded = {m for m in sys.modules if m.startswith("bearerguard")}
+    assert loaded <= {"bearerguard", "bearerguard.pytest_plugin"}, loaded
+    for heavy in ("httpx", "starlette", "jwt", "cryptography", "limits"):
+        assert heavy not in sys.modules, heavy
+
+def test_a_fixture_brings_it(bearer_issuer):
+    assert "bearerguard.testing" in sys.modules
+    assert bearer_issuer.mint()
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*plugins:*bearerguard*"])

@@ -35,12 +35,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import quote, urlsplit
 
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
-from limits.storage import MemoryStorage as _SyncStorage
 from starlette.types import Scope
 
 from bearerguard._config import ASYMMETRIC_ALGORITHMS
@@ -53,7 +52,12 @@ from bearerguard._keys import (
     MIN_RSA_BITS,
     VerificationKey,
 )
-from bearerguard._ratelimit_storage import SharedStorage, redacted
+
+if TYPE_CHECKING:  # the store is made on the first proof: no ``limits`` import before
+    from limits.aio.storage import Storage as AsyncStorage
+    from limits.storage import MemoryStorage
+
+    from bearerguard._ratelimit_storage import SharedStorage
 
 __all__ = [
     "DEFAULT_DPOP_ALGORITHMS",
@@ -320,31 +324,46 @@ class Nonces:
 class _ReplayStore:
     """Proof ``jti``s seen within their window: one atomic increment each in ``limits`` storage."""
 
-    __slots__ = ("_shared", "errors", "fail_closed", "namespace", "timeout")
+    __slots__ = ("_shared", "_sync", "_uri", "errors", "fail_closed", "namespace", "timeout")
 
     def __init__(self, uri: str, *, fail_closed: bool, namespace: str) -> None:
         self.timeout = 1.0
-        self._shared = SharedStorage(uri, timeout=self.timeout, cooldown=1.0, options={})
+        self._uri = uri
+        self._shared: SharedStorage | None = None
+        self._sync = False
+        if uri != "memory://":  # a store that was configured is checked at startup
+            self._connect()
         self.fail_closed = fail_closed
         self.namespace = namespace
         #: Proofs accepted without a replay check because the store was down (fail-open).
         self.errors = 0
+
+    def _connect(self) -> SharedStorage:
+        """The storage, made once: at startup if configured, else on the first DPoP proof."""
+        from limits.storage import MemoryStorage
+
+        from bearerguard._ratelimit_storage import SharedStorage
+
+        shared = SharedStorage(self._uri, timeout=self.timeout, cooldown=1.0, options={})
+        self._sync = isinstance(shared.storage, MemoryStorage)
+        self._shared = shared
+        return shared
 
     async def first_use(self, jkt: str, jti: str, ttl: float) -> bool:
         """True the first time this key's ``jti`` is seen within ``ttl`` seconds."""
         digest = hashlib.sha256(f"{jkt}\0{jti}".encode("utf-8", "surrogatepass")).hexdigest()
         key = f"{self.namespace}/{digest[:40]}"
         expiry = max(1, math.ceil(ttl))
-        shared = self._shared
+        shared = self._shared or self._connect()
         if shared.is_down(time.monotonic()):
             return self._undecided(None)
         storage = shared.storage
         try:
-            if isinstance(storage, _SyncStorage):
-                count = storage.incr(key, expiry)
+            if self._sync:
+                count = cast("MemoryStorage", storage).incr(key, expiry)
             else:
                 async with asyncio.timeout(self.timeout):
-                    count = await storage.incr(key, expiry)
+                    count = await cast("AsyncStorage", storage).incr(key, expiry)
         except Exception as exc:  # any storage failure is an outage, never a 500
             return self._undecided(exc)
         if shared.down_until:
@@ -353,8 +372,10 @@ class _ReplayStore:
         return bool(count == 1)
 
     def _undecided(self, exc: Exception | None) -> bool:
+        from bearerguard._ratelimit_storage import redacted
+
         self.errors += 1
-        shared = self._shared
+        shared = self._shared or self._connect()
         if exc is not None:
             now = time.monotonic()
             if not shared.is_down(now):
@@ -376,7 +397,8 @@ class _ReplayStore:
         return True
 
     async def aclose(self) -> None:
-        await self._shared.aclose()
+        if self._shared is not None:
+            await self._shared.aclose()
 
 
 class DPoPGuard:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Any, Unpack, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
@@ -44,19 +44,14 @@ from bearerguard._fetch import HTTPClient
 from bearerguard._mtls import ClientCertificates
 from bearerguard._observability import Observer, notify, outcome_of
 from bearerguard._proxies import TrustedProxies
-from bearerguard._ratelimit import (
-    RateLimiter,
-    RateLimitKey,
-    RateLimitOptions,
-    RateLimitSettings,
-    Strategy,
-)
-from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, record_decision
-from bearerguard._ratelimit_routes import LIMITER_SCOPE_KEY
+from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, LIMITER_SCOPE_KEY, record_decision
 from bearerguard._resource_metadata import ResourceMetadata
 from bearerguard._sharing import TokenSharing, TokenSharingWatch
 from bearerguard._tokens import AccessToken, GrantedScopes, TokenUser
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator, token_hash
+
+if TYPE_CHECKING:  # imported when configured: no ``limits`` for an API without rate limits
+    from bearerguard._ratelimit import RateLimiter, RateLimitKey, RateLimitOptions, Strategy
 
 __all__ = ["BearerAuthMiddleware"]
 
@@ -155,9 +150,14 @@ class BearerAuthMiddleware:
             options["strategy"] = rate_limit_strategy
         if rate_limit_fail_closed is not None:
             options["fail_closed"] = rate_limit_fail_closed
-        limiting = RateLimitSettings(**options)
-        if rate_limiter is None and rate_limit is not None:
-            rate_limiter = RateLimiter(rate_limit, **options)
+        limiting = None
+        if options or rate_limit is not None or token_sharing is not None:
+            # Only now: an API that limits nothing never imports ``limits``.
+            from bearerguard._ratelimit import RateLimiter, RateLimitSettings
+
+            limiting = RateLimitSettings(**options)
+            if rate_limiter is None and rate_limit is not None:
+                rate_limiter = RateLimiter(rate_limit, **options)
         #: Spends each validated token's budget; also lends its storage to per-route limits.
         self.rate_limiter = rate_limiter
         #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
@@ -166,27 +166,37 @@ class BearerAuthMiddleware:
         self.certificates = ClientCertificates(client_cert_header, self.proxies)
         #: Watches where each validated token is used from (stolen-token detection); optional.
         self.sharing: TokenSharingWatch | None = None
-        if token_sharing is not None:
+        # The rate limits' storage and outage choice, lent to token sharing and DPoP's
+        # replay store; None when nothing names one (each then keeps its own default).
+        lent: tuple[str, bool] | None = None
+        if rate_limiter is not None:
+            lent = (rate_limiter.storage_uri, rate_limiter.fail_closed)
+        elif limiting is not None:
+            lent = (limiting.storage, limiting.fail_closed)
+        if token_sharing is not None and lent is not None:
             self.sharing = TokenSharingWatch(
                 token_sharing,
-                storage=rate_limiter.storage_uri if rate_limiter else limiting.storage,
-                fail_closed=rate_limiter.fail_closed if rate_limiter else limiting.fail_closed,
+                storage=lent[0],
+                fail_closed=lent[1],
                 namespace=validator.identity(),
                 proxies=self.proxies,
                 clock=validator.clock,
             )
         #: Checks DPoP proofs (RFC 9449); ``None`` when ``dpop="disabled"``.
         self.dpop: DPoPGuard | None = None
+        # The replay store is the rate limits' storage unless given, and an outage of it
+        # follows the rate limits' fail-open/fail-closed choice.
+        replay: dict[str, Any] = {}
+        if lent is not None:
+            replay = {"replay_storage": lent[0], "replay_fail_closed": lent[1]}
+        if dpop_replay_storage:
+            replay["replay_storage"] = dpop_replay_storage
         policy = DPoPPolicy(
             mode=dpop,
             algorithms=tuple(dpop_algorithms),
             public_url=public_url,
             max_age=dpop_max_age,
-            # The replay store is the rate limits' storage unless given, and an outage
-            # of it follows the rate limits' fail-open/fail-closed choice.
-            replay_storage=dpop_replay_storage
-            or (rate_limiter.storage_uri if rate_limiter else limiting.storage),
-            replay_fail_closed=rate_limiter.fail_closed if rate_limiter else limiting.fail_closed,
+            **replay,
             nonce=dpop_nonce,
             nonce_secret=dpop_nonce_secret,
         )

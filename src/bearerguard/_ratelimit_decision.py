@@ -13,6 +13,7 @@ from starlette.types import Scope
 
 __all__ = [
     "DECISION_SCOPE_KEY",
+    "LIMITER_SCOPE_KEY",
     "PolicyState",
     "RateLimitDecision",
     "decision_of",
@@ -21,6 +22,9 @@ __all__ = [
 
 #: Where each limiter check leaves its decision (merged, most restrictive wins) for the headers.
 DECISION_SCOPE_KEY = "bearerguard.ratelimit"
+#: Where the middleware puts its :class:`RateLimiter` so per-route limits share its storage
+#: (here, not beside the limiter, so the middleware names it without importing ``limits``).
+LIMITER_SCOPE_KEY = "bearerguard.limiter"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,10 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from bearerguard._ratelimit import LimitsSpec, RateLimiter, RateLimitKey, Strategy, parse_limits
-from bearerguard._ratelimit_decision import RateLimitDecision, record_decision
+from bearerguard._ratelimit_decision import LIMITER_SCOPE_KEY, RateLimitDecision, record_decision
 from bearerguard._tokens import AccessToken
 
 __all__ = ["LIMITER_SCOPE_KEY", "rate_limit", "rate_limited"]
-
-#: Where the middleware puts its :class:`RateLimiter` so per-route limits share its storage.
-LIMITER_SCOPE_KEY = "bearerguard.limiter"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
