@@ -24,9 +24,10 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm
 from starlette.applications import Starlette
+from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
@@ -37,6 +38,7 @@ from bearerguard import (
     FetchPolicy,
     Observer,
     current_token,
+    optional_token,
     rate_limit,
     rate_limited,
     require_scopes,
@@ -508,3 +510,71 @@ def test_rule5_one_refusal_path(test_issuer: TestIssuer, caplog: pytest.LogCaptu
         assert all("\n" not in line and "\x1b" not in line for line in lines)
         assert [line.rsplit("path=", 1)[1] for line in refusals] == ["/admin/x\\x1b[31m", "/scoped"]
         assert observer.reasons == ["rate_limited", "insufficient_scope", "insufficient_scope"]
+
+
+# -- rule 6: excluded paths are predictable -----------------------------------------------
+
+
+def test_rule6_excluded_paths_are_predictable(test_issuer: TestIssuer) -> None:
+    def api() -> FastAPI:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/{path:path}")
+        async def anything(
+            path: str, token: AccessToken | None = Depends(optional_token)
+        ) -> dict[str, Any]:
+            return {"path": path, "sub": token.subject if token else None}
+
+        return app
+
+    def health_needing_a_token() -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/health")
+        async def health(token: AccessToken = Depends(current_token)) -> dict[str, str]:
+            return {"sub": str(token.subject)}
+
+        return app
+
+    options = {
+        "issuer": test_issuer.issuer,
+        "audience": AUD,
+        "exclude_paths": ["/health", "/status/", "/docs/*", "/static*"],
+    }
+    top = api()
+    top.add_middleware(BearerAuthMiddleware, **options)
+    inner = api()
+    inner.add_middleware(BearerAuthMiddleware, **options)
+    mounted = Starlette(routes=[Mount("/v1", app=inner)])
+    public = ["/health", "/health/", "/status", "/status/", "/docs", "/docs/", "/docs/a/b"]
+    public += ["/static", "/static/app.js"]
+    protected = ["/docsadmin", "/staticfiles", "/healthz", "/health/x", "/", "/v1/health"]
+    for app, prefix, root_path in ((top, "", ""), (top, "/api", "/api"), (mounted, "/v1", "")):
+        with TestClient(app, root_path=root_path) as tc:
+            for path in public:
+                assert tc.get(prefix + path).status_code == 200, (prefix, path)
+            for path in protected if prefix != "/v1" else [p for p in protected if p != "/"]:
+                refused = tc.get(prefix + path)
+                assert refused.status_code == 401, (prefix, path)
+                assert refused.headers["www-authenticate"] == 'Bearer realm="api"'
+
+    # A route on an excluded path that asks for the token: the RFC 6750 401, never a 500.
+    guarded = health_needing_a_token()
+    guarded.add_middleware(BearerAuthMiddleware, **options)
+    for app in (guarded, BearerAuthMiddleware(health_needing_a_token(), **options)):
+        with TestClient(app, raise_server_exceptions=False) as tc:
+            refused = tc.get("/health", headers=bearer(test_issuer.mint(audience=AUD)))
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"] == 'Bearer realm="api"'
+
+    # Starlette's common @requires("authenticated") works for every validated token.
+    @requires("authenticated")
+    async def me(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": request.user.display_name})
+
+    starlette = Starlette(routes=[Route("/me", me), Route("/health", me)])
+    starlette.add_middleware(BearerAuthMiddleware, **options)
+    with TestClient(starlette) as tc:
+        scopeless = bearer(test_issuer.mint({"sub": "ann"}, audience=AUD, drop=("scope",)))
+        assert tc.get("/me", headers=scopeless).json() == {"sub": "ann"}
+        assert tc.get("/health").status_code == 403  # excluded: not authenticated, no crash

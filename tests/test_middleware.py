@@ -182,7 +182,7 @@ async def test_request_auth_is_shared_per_scope_set_and_cannot_be_changed(
         for name in ("ann", "bob"):
             headers = test_issuer.auth_header({"sub": name}, scope="b a", audience=AUD)
             response = await c.get("/items", headers=headers)
-            assert response.json() == {"scopes": ["a", "b"]}
+            assert response.json() == {"scopes": ["a", "authenticated", "b"]}
     assert seen[0] is seen[1]
 
 

@@ -76,6 +76,23 @@ def check_use_it(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/items", headers=issuer.auth_header(scope="other")).status_code == 403
 
 
+@check("README.md", "Public paths and optional tokens")
+def check_public_paths(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    app = snippets.run(snippet, issuer.issuer)["app"]
+    with TestClient(app) as client:
+        for public in ("/health", "/health/", "/docs", "/docs/oauth2-redirect"):
+            assert client.get(public).status_code != 401, public
+        assert client.get("/greeting").json() == {"hello": "stranger"}
+        ann = issuer.auth_header({"sub": "ann"})
+        assert client.get("/greeting", headers=ann).json() == {"hello": "ann"}
+        assert client.get("/greeting", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+        refused = client.get("/me")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
+        assert client.get("/me", headers=ann).json() == {"sub": "ann"}
+
+
 @check("README.md", "Browsers (CORS)")
 def check_cors(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     app = snippets.run(snippet, issuer.issuer)["app"]

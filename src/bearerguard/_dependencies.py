@@ -49,10 +49,18 @@ def token_of(conn: HTTPConnection) -> AccessToken | None:
 
 
 def _required(conn: HTTPConnection) -> AccessToken:
-    token = token_of(conn)
-    if token is None:
+    user = conn.scope.get("user")
+    if not isinstance(user, TokenUser):
+        # The middleware marks every request it lets through (anonymous and excluded
+        # ones too): without its mark this is a wiring mistake, not a missing token.
+        raise RuntimeError(
+            "bearerguard's current_token, require_scopes and decorators need "
+            "BearerAuthMiddleware in front of this route: "
+            "app.add_middleware(BearerAuthMiddleware, issuer=..., audience=...)"
+        )
+    if user.token is None:
         raise MissingToken()
-    return token
+    return user.token
 
 
 # The FastAPI dependencies are async on purpose: FastAPI runs a plain ``def``

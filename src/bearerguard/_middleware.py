@@ -221,9 +221,9 @@ class BearerAuthMiddleware:
         self._metadata_answer: Answer | None = None
         # The metadata paths are public: they are found where excluded paths are, so a
         # request for anything else pays nothing for them.
-        exact = {p for p in exclude_paths if not p.endswith("*")} | self._metadata_paths
-        self._exact = frozenset(exact)
-        self._prefixes = tuple(p.rstrip("*") for p in exclude_paths if p.endswith("*"))
+        exact, prefixes = exclusions(exclude_paths)
+        self._exact = exact | self._metadata_paths
+        self._prefixes = prefixes
         self._started = False
         #: ``request.auth`` by scope set: built once, shared by every request with those scopes.
         self._credentials: dict[frozenset[str], GrantedScopes] = {}
@@ -237,7 +237,10 @@ class BearerAuthMiddleware:
             # One handler serves Starlette's Request form and its WebSocket form.
             app.add_exception_handler(AuthError, cast(Any, self._handle_route_error))
 
-    def _excluded(self, path: str) -> bool:
+    def _excluded(self, scope: Scope) -> bool:
+        """Whether the path the application routes on (``root_path`` and mounts taken off,
+        as Starlette's router does) is one that needs no token."""
+        path = _route_path(scope)
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -245,11 +248,18 @@ class BearerAuthMiddleware:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        if kind not in ("http", "websocket") or self._excluded(scope["path"]):
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self._excluded(scope):
             if kind == "http" and scope["path"] in self._metadata_paths:
                 await self._serve_metadata(scope, send)
                 return
-            await self.app(scope, receive, send)
+            # No token is looked for; a route here that asks for one gets the RFC 6750
+            # 401 (``optional_token`` is for "a token if present"), never a 500.
+            scope["auth"] = AuthCredentials()
+            scope["user"] = TokenUser(None)
+            await self._call_app(scope, receive, send)
             return
         if not self._started:
             self._started = True
@@ -609,6 +619,35 @@ def _adding_header(send: Send, name: bytes, value: bytes) -> Send:
         await send(message)
 
     return sending
+
+
+def exclusions(patterns: Sequence[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """``exclude_paths`` as exact paths and segment prefixes.
+
+    ``"/docs/*"`` (or ``"/docs*"``) covers ``/docs`` and everything below it, never
+    ``/docsadmin``; an exact path also covers its trailing-slash twin.
+    """
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            base = pattern.rstrip("*").rstrip("/")
+            prefixes.append(base + "/")
+            if base:
+                exact.add(base)
+        else:
+            base = pattern.rstrip("/")
+            exact.update({base or "/", base + "/"})
+    return frozenset(exact), tuple(prefixes)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the ``root_path`` the app is mounted at (whole segments only)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _log_level(error: AuthError) -> int:

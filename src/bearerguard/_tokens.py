@@ -76,12 +76,14 @@ class GrantedScopes(AuthCredentials):
     Building ``AuthCredentials`` per request was a measurable share of a cache hit;
     one instance now serves every request whose token has the same scopes, so it
     must not change: ``scopes`` is a fresh list on every read and cannot be assigned.
+    It also holds ``"authenticated"``, as Starlette's own authentication does, so the
+    common ``@requires("authenticated")`` admits every validated token.
     """
 
     __slots__ = ("_granted",)
 
     def __init__(self, scopes: frozenset[str]) -> None:  # no super(): it would assign scopes
-        self._granted = tuple(sorted(scopes))
+        self._granted = tuple(sorted(scopes | {"authenticated"}))
 
     @property
     def scopes(self) -> list[str]:
