@@ -683,3 +683,55 @@ def test_inspect_without_app_needs_issuer_and_audience(
 ) -> None:
     assert inspect_main(["x.y.z", "--issuer", "https://idp.example.com"]) == EXIT_USAGE
     assert "--app" in capsys.readouterr().err
+
+
+ENTRA_MODULE = """
+import httpx
+from fastapi import FastAPI
+
+from bearerguard import BearerAuthMiddleware, providers
+from bearerguard.testing import TestIssuer
+
+login = "https://login.microsoftonline.com"
+entra = TestIssuer(issuer=login + "/{tenantid}/v2.0",
+                   metadata_url=login + "/common/v2.0/.well-known/openid-configuration",
+                   jwks_uri=login + "/common/discovery/v2.0/keys", audience="{api}")
+app = FastAPI()
+app.add_middleware(
+    BearerAuthMiddleware,
+    issuers=[providers.entra(tenants=["{tenant}"], audience="{api}")],
+    http_client=httpx.AsyncClient(transport=entra.transport()),
+)
+"""
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ENTRA_API = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
+
+
+def test_inspect_app_explains_an_issuer_template_as_the_validator_judges_it(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+    from pathlib import Path
+
+    source = ENTRA_MODULE.replace("{api}", ENTRA_API).replace('"{tenant}"', f'"{TENANT}"')
+    (Path(str(tmp_path)) / "entra_api.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("entra_api", None)
+    entra: TestIssuer = importlib.import_module("entra_api").entra
+    try:
+        claims = {"tid": TENANT, "azp": "client", "ver": "2.0", "scp": "Orders.Read"}
+        token = entra.mint(claims, drop=("client_id",))
+        code = inspect_main(["-", "--app", "entra_api:app"], stdin=io.StringIO(token))
+        out = capsys.readouterr().out
+        assert code == EXIT_VALID, out
+        assert f'filled with tid "{TENANT}"' in out
+        other = "0f5c8e2a-4b1d-4c3e-9a7f-6d2b1e0c9a88"
+        token = entra.mint({**claims, "tid": other}, drop=("client_id",))
+        code = inspect_main(["-", "--app", "entra_api:app"], stdin=io.StringIO(token))
+        out = capsys.readouterr().out
+        assert code == EXIT_INVALID
+        assert f'tid "{other}" is not among the allowed tenants' in out
+        assert "INVALID (bad_tenant)" in out
+    finally:
+        entra.close()
+        sys.modules.pop("entra_api", None)

@@ -274,7 +274,7 @@ class ClaimRules:
             and iss.endswith(template[1])
         )
 
-    def _check_tenant(self, claims: Mapping[str, Any]) -> None:
+    def check_tenant(self, claims: Mapping[str, Any]) -> None:
         """A template's rule: ``tid`` fills it, the result is ``iss``, and the tenant is allowed."""
         assert self.template is not None
         tid = claims.get("tid")
@@ -325,7 +325,7 @@ class ClaimRules:
         do not apply; one code path judges both kinds of token alike.
         """
         if self.template is not None:
-            self._check_tenant(claims)
+            self.check_tenant(claims)
         elif (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
             raise InvalidToken(
                 "The access token was not issued by a trusted issuer", reason="bad_iss"

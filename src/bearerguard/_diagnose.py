@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 from jwt.algorithms import get_default_algorithms
 
-from bearerguard._config import HMAC_ALGORITHMS, Issuer
+from bearerguard._config import HMAC_ALGORITHMS, TENANT_PLACEHOLDER, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey
@@ -605,6 +605,9 @@ class _Inspector:
     def _iss(self, claims: dict[str, Any]) -> None:
         found = claims.get("iss")
         expected = self.rules.issuer
+        if self.rules.template is not None:
+            self._iss_template(claims)
+            return
         if found == expected:
             self.add("iss", "pass", f"{show(found)} equals the configured issuer exactly")
             return
@@ -616,6 +619,35 @@ class _Inspector:
             "(RFC 8414 §3.3, RFC 9068 §4): configure the value the issuer writes in iss (its "
             "discovery document's issuer)",
             "bad_iss",
+        )
+
+    def _iss_template(self, claims: dict[str, Any]) -> None:
+        """An issuer template: ``tid`` fills it, the result must be ``iss``, the tenant allowed."""
+        rules = self.rules
+        found, tid = claims.get("iss"), claims.get("tid")
+        tenants = (
+            "any tenant" if rules.tenants is None else f"tenants {show(sorted(rules.tenants))}"
+        )
+        try:
+            rules.check_tenant(claims)
+        except InvalidToken as error:
+            if error.reason == "bad_tenant":
+                detail = f"tid {show(tid)} is not among the allowed {tenants}"
+            elif not isinstance(tid, str):
+                detail = f"the token has no usable tid ({show(tid)}) to fill {show(rules.issuer)}"
+            else:
+                filled = rules.issuer.replace(TENANT_PLACEHOLDER, tid)
+                detail = (
+                    f"the template {show(rules.issuer)} filled with tid {show(tid)} gives "
+                    f"{show(filled)}, but the token's iss is {show(found)}"
+                )
+            self.add("iss", "fail", detail, error.reason)
+            return
+        self.add(
+            "iss",
+            "pass",
+            f"{show(found)} is the template {show(rules.issuer)} filled with tid {show(tid)} "
+            f"({tenants} accepted)",
         )
 
     # -- keys and the signature ----------------------------------------------------------
@@ -832,7 +864,10 @@ class _Inspector:
                 if error.reason in failures:
                     break
                 failures[error.reason] = error
-                if error.reason == "bad_iss":
+                if error.reason in ("bad_iss", "bad_tenant") and rules.template is not None:
+                    tid = sorted(rules.tenants)[0] if rules.tenants else "tenant"
+                    probe["tid"], probe["iss"] = tid, rules.template[0] + tid + rules.template[1]
+                elif error.reason == "bad_iss":
                     probe["iss"] = rules.issuer
                 elif error.reason == "bad_aud":
                     probe["aud"] = sorted(rules.audiences)[0]
