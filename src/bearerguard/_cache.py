@@ -40,6 +40,7 @@ from cachetools import Cache
 
 from bearerguard._errors import InvalidToken
 from bearerguard._json import loads_bytes
+from bearerguard._redis import redis_client
 from bearerguard._tokens import AccessToken
 
 __all__ = [
@@ -271,14 +272,14 @@ class SharedCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         try:  # optional dependency: imported only when configured
-            from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError:  # pragma: no cover - depends on the installation
             raise ValueError("cache_url needs redis-py: pip install 'bearerguard[redis]'") from None
 
+        # One server, a cluster or a sentinel-watched master: the URIs rate limits take.
         # No retries inside redis-py: one bounded attempt, then the breaker decides.
-        self._redis: Any = Redis.from_url(
+        self._redis: Any = redis_client(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

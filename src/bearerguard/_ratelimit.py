@@ -247,6 +247,8 @@ class RateLimiter:
                 states, refused = _consult_now(self._sync, items, ids, consume)
             else:
                 async with asyncio.timeout(self.storage_timeout):
+                    if not shared.connected:
+                        await shared.connect()
                     states, refused = await self._consult(items, ids, consume)
         # Any storage failure (ConnectionError, StorageError, TimeoutError, ...) is an outage.
         except Exception as exc:

@@ -19,6 +19,7 @@ from limits.aio import storage as async_storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+from bearerguard._flight import SingleFlight
 from bearerguard._ratelimit_memory import MovingWindowMemory
 
 __all__ = ["SharedStorage", "async_storage_uri", "redacted", "supports"]
@@ -58,7 +59,15 @@ class SharedStorage:
     warning is logged once per cooldown instead of flooding the log.
     """
 
-    __slots__ = ("__weakref__", "cooldown", "down_until", "storage", "uri")
+    __slots__ = (
+        "__weakref__",
+        "_connecting",
+        "connected",
+        "cooldown",
+        "down_until",
+        "storage",
+        "uri",
+    )
 
     def __init__(
         self, uri: str, *, timeout: float, cooldown: float, options: Mapping[str, Any]
@@ -91,12 +100,26 @@ class SharedStorage:
                 f"rate limit storage {redacted(self.uri)!r} has no async implementation"
             )
         self.storage: async_storage.Storage | sync_storage.MemoryStorage = storage
+        #: A cluster client must learn the slot map before a burst of first requests: redis-py
+        #: (8.1) discovering it from many concurrent commands at once can tear down sockets
+        #: others are writing on (AttributeError on a None writer, seen with a real cluster).
+        self.connected = not scheme.startswith(("async+redis+cluster", "async+valkey+cluster"))
+        self._connecting: SingleFlight[bool] = SingleFlight()
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
 
+    async def connect(self) -> None:
+        """Discover the cluster once (one PING through it), however many requests arrive first."""
+        storage = self.storage
+        assert isinstance(storage, async_storage.Storage)
+        if not await self._connecting.run(storage.check):
+            raise ConnectionError("the rate limit storage did not answer")
+        self.connected = True
+
     async def aclose(self) -> None:
         """Release the redis-py pool or the memory expiry task (``limits`` has no close)."""
+        await self._connecting.aclose()
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         closer = getattr(client, "aclose", None)
         if closer is not None:

@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from bearerguard._errors import InvalidToken, Unavailable
 from bearerguard._proxies import IPAddress, TrustedProxies, parse_address
+from bearerguard._redis import redis_client
 from bearerguard._tokens import AccessToken
 
 __all__ = ["TokenSharing", "TokenSharingWatch"]
@@ -130,7 +131,7 @@ class TokenSharingWatch:
         scheme = storage.partition("://")[0].lower().removeprefix("async+")
         if scheme == "memory":
             self._memory = OrderedDict()
-        elif scheme in ("redis", "rediss", "unix", "redis+cluster"):
+        elif scheme in ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel"):
             self._redis = _redis_client(storage, timeout)
             self._script = self._redis.register_script(_SCRIPT)
         else:
@@ -292,14 +293,5 @@ def _digest(*parts: str) -> str:
 
 
 def _redis_client(uri: str, timeout: float) -> Any:
-    """A redis-py asyncio client for ``redis://``, ``rediss://``, ``unix://`` or a cluster URI."""
-    try:
-        from redis.asyncio import Redis, RedisCluster
-    except ImportError:  # pragma: no cover - depends on the extra
-        raise ValueError("Redis storage needs redis-py: pip install 'bearerguard[redis]'") from None
-    uri = uri.removeprefix("async+")
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if uri.startswith("redis+cluster://"):
-        first = uri.removeprefix("redis+cluster://").split(",")[0]
-        return RedisCluster.from_url("redis://" + first, **options)
-    return Redis.from_url(uri, **options)
+    """A redis-py asyncio client for any URI rate limits take (one server, cluster, sentinel)."""
+    return redis_client(uri, socket_timeout=timeout, socket_connect_timeout=timeout)
