@@ -31,6 +31,8 @@ LEEWAY = 60
 AUD = "https://api.example.com"
 SECRET = b"model-secret-" * 4
 ABSENT: Any = object()
+MODES = ("lenient", "strict", "clients")
+CLIENT_IDS = ("abc",)
 
 #: Each claim's candidate values, at the edges of the rules that judge it.
 DATES = [NOW - 3600, NOW - 61, NOW - 60, NOW - 59, NOW, NOW + 59, NOW + 60, NOW + 61, NOW + 300]
@@ -50,8 +52,14 @@ CRIT = [ABSENT, ABSENT, ABSENT, ["exp"], []]
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
-def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], strict: bool) -> Any:
-    """``None`` if the rules refuse the token, else (scopes, client_id, audience) it grants."""
+def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], mode: str) -> Any:
+    """``None`` if the rules refuse the token, else (scopes, client_id, audience) it grants.
+
+    ``mode``: ``lenient`` (the default rules), ``strict`` (RFC 9068), or ``clients``
+    (no audience configured; ``client_ids`` says whose tokens are accepted, as for
+    Cognito access tokens, which carry no ``aud``).
+    """
+    strict = mode == "strict"
 
     def number(value: Any) -> bool:
         return (isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53) or (
@@ -72,9 +80,14 @@ def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], strict: b
         return None
     aud = claims.get("aud")
     auds = [aud] if isinstance(aud, str) else aud
-    if not (isinstance(auds, list) and auds and all(isinstance(a, str) for a in auds)):
-        return None
-    if AUD not in auds:
+    if mode == "clients":
+        # RFC 7519 §4.1.3: when there, aud is a StringOrURI or an array of them.
+        if aud is not None and not (
+            isinstance(auds, list) and all(isinstance(a, str) for a in auds)
+        ):
+            return None
+        auds = auds or []
+    elif not (isinstance(auds, list) and all(isinstance(a, str) for a in auds) and AUD in auds):
         return None
     exp = claims.get("exp")
     if not number(exp) or exp + LEEWAY <= NOW:
@@ -90,6 +103,8 @@ def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], strict: b
     # a later one is not read at all.
     client = next((claims[n] for n in ("client_id", "azp") if claims.get(n) is not None), None)
     if client is not None and not isinstance(client, str):
+        return None
+    if mode == "clients" and client not in CLIENT_IDS:
         return None
     scopes: set[str] = set()
     for name in ("scope", "scp"):
@@ -149,16 +164,16 @@ HEADER_FIELDS = ("typ", "kid", "crit")
 
 
 @st.composite
-def drawn(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def drawn(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], str]:
     """A passing claim set and header, with up to three fields replaced by any candidate."""
-    strict = draw(st.booleans())
+    mode = draw(st.sampled_from(MODES))
     broken = draw(st.sets(st.sampled_from(sorted(EVERYTHING)), max_size=3))
     fields = {
         name: draw(st.sampled_from(EVERYTHING[name] if name in broken else PASSING[name]))
         for name in EVERYTHING
     }
     header = {name: fields.pop(name) for name in HEADER_FIELDS}
-    return fields, header, strict
+    return fields, header, mode
 
 
 @pytest.fixture(scope="module")
@@ -174,17 +189,18 @@ def runner() -> Iterator[asyncio.Runner]:
 
 
 @pytest.fixture
-def validators(runner: asyncio.Runner, issuer: TestIssuer) -> Iterator[dict[bool, TokenValidator]]:
-    """The lenient and the strict (RFC 9068) validator, no result cache, a fixed clock."""
+def validators(runner: asyncio.Runner, issuer: TestIssuer) -> Iterator[dict[str, TokenValidator]]:
+    """One validator per mode (see :func:`model`), no result cache, a fixed clock."""
     made = {
-        strict: TokenValidator(
+        mode: TokenValidator(
             [
                 Issuer(
                     issuer.issuer,
-                    audience=AUD,
+                    audience=() if mode == "clients" else AUD,
+                    client_ids=CLIENT_IDS if mode == "clients" else None,
                     algorithms=("HS256",),
                     shared_secret=SECRET,
-                    rfc9068=strict,
+                    rfc9068=mode == "strict",
                     leeway=LEEWAY,
                     discovery=False,
                 )
@@ -192,7 +208,7 @@ def validators(runner: asyncio.Runner, issuer: TestIssuer) -> Iterator[dict[bool
             clock=ManualClock(NOW),
             cache_size=0,
         )
-        for strict in (False, True)
+        for mode in MODES
     }
     yield made
     for validator in made.values():
@@ -208,10 +224,10 @@ def validators(runner: asyncio.Runner, issuer: TestIssuer) -> Iterator[dict[bool
 def test_validator_accepts_exactly_what_the_model_accepts(
     runner: asyncio.Runner,
     issuer: TestIssuer,
-    validators: dict[bool, TokenValidator],
-    case: tuple[dict[str, Any], dict[str, Any], bool],
+    validators: dict[str, TokenValidator],
+    case: tuple[dict[str, Any], dict[str, Any], str],
 ) -> None:
-    values, header, strict = case
+    values, header, mode = case
     values = {k: issuer.issuer if v == "ISSUER" else v for k, v in values.items()}
     values = {k: issuer.issuer + "/" if v == "ISSUER/" else v for k, v in values.items()}
     claims = {k: v for k, v in values.items() if v is not ABSENT}
@@ -227,19 +243,19 @@ def test_validator_accepts_exactly_what_the_model_accepts(
         drop=[k for k, v in values.items() if v is ABSENT],
     )
     sent_header = {k: v for k, v in header.items() if v is not ABSENT and v is not None}
-    expected = model(issuer.issuer, sent_header, claims, strict)
+    expected = model(issuer.issuer, sent_header, claims, mode)
 
     async def judge() -> AccessToken | AuthError:
         try:
-            return await validators[strict].validate(token)
+            return await validators[mode].validate(token)
         except AuthError as error:
             return error
 
     outcome = runner.run(judge())
     event("accepted" if expected is not None else "refused")
     if expected is None:
-        assert isinstance(outcome, AuthError), (claims, sent_header, strict)
+        assert isinstance(outcome, AuthError), (claims, sent_header, mode)
         assert outcome.reason != "internal"
     else:
-        assert isinstance(outcome, AccessToken), (claims, sent_header, strict, outcome.reason)
+        assert isinstance(outcome, AccessToken), (claims, sent_header, mode, outcome.reason)
         assert (outcome.scopes, outcome.client_id, outcome.audience) == expected
