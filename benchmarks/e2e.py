@@ -35,6 +35,7 @@ LABELS = {
     "hit_rl_redis": "middleware, cache hit + Redis rate limit (moving window)",
     "hit_sharing_memory": "middleware, cache hit + token_sharing (memory)",
     "hit_sharing_redis": "middleware, cache hit + token_sharing (Redis, one script call)",
+    "hit_mtls": "middleware, cache hit, certificate-bound token (cert in a trusted proxy's header)",
     "cold_off": "middleware, distinct RS256 tokens, cache off",
     "cold_on": "middleware, distinct RS256 tokens, cache on (every token a miss, stored)",
 }
@@ -46,7 +47,7 @@ WALL_CLOCK = frozenset({"hit_rl_redis"})
 Driver = Callable[[list[str]], tuple[float, float]]
 
 
-def _scope_template(token: str) -> dict[str, Any]:
+def _scope_template(token: str, extra: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
     """What uvicorn hands an app for ``GET /items`` with a bearer token (wrk's headers)."""
     return {
         "type": "http",
@@ -63,6 +64,7 @@ def _scope_template(token: str) -> dict[str, Any]:
         "headers": [
             (b"host", b"127.0.0.1:8000"),
             (b"authorization", b"Bearer " + token.encode("ascii")),
+            *(extra or ()),
         ],
         "state": {},
     }
@@ -74,8 +76,11 @@ def _plain_app() -> Any:
     return plain_app()
 
 
-def driver(ctx: Context, app: Any) -> Driver:
-    """Time ``len(tokens)`` requests through ``app``, one after another; all must be 200."""
+def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Driver:
+    """Time ``len(tokens)`` requests through ``app``, one after another; all must be 200.
+
+    ``headers`` go on every request after the Authorization header.
+    """
     request = {"type": "http.request", "body": b"", "more_body": False}
     refused: list[int] = []
 
@@ -93,7 +98,7 @@ def driver(ctx: Context, app: Any) -> Driver:
         for token in tokens:
             template = templates.get(token)
             if template is None:
-                template = templates[token] = _scope_template(token)
+                template = templates[token] = _scope_template(token, headers)
             scopes.append(template)
 
         async def go() -> tuple[float, float]:
@@ -169,6 +174,18 @@ def run_e2e(
         )
     else:
         notes["hit_sharing_redis"] = "not measured: no redis-server"
+    # A certificate-bound token (RFC 8705) whose certificate a TLS-terminating proxy
+    # forwards (RFC 9440): the cache hit plus what proving the binding costs.
+    from bearerguard.testing import make_certificate
+
+    certificate = make_certificate("bench-client")
+    bound = ctx.issuer.mint(cnf=certificate.confirmation)
+    mtls_run = driver(
+        ctx,
+        _middleware(ctx, client_cert_header="client-cert", trusted_proxies=["127.0.0.1"]),
+        headers=[(b"client-cert", certificate.header_value().encode("ascii"))],
+    )
+    drivers["hit_mtls"] = lambda tokens: mtls_run([bound] * len(tokens))
     cold_off = _middleware(ctx, cache_size=0)
     drivers["cold_off"] = driver(ctx, cold_off)
     cold_on = _middleware(ctx)

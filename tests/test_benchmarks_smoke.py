@@ -125,7 +125,15 @@ def test_end_to_end_rows_time_plain_starlette_and_the_middleware_in_the_same_rou
 
     result = run_e2e(ctx, rounds=1, redis_url=None, progress=lambda _: None, hit_requests=10)
     rows = result["rows"]
-    for name in ("plain", "hit", "hit_rl_memory", "hit_sharing_memory", "cold_off", "cold_on"):
+    for name in (
+        "plain",
+        "hit",
+        "hit_rl_memory",
+        "hit_sharing_memory",
+        "hit_mtls",
+        "cold_off",
+        "cold_on",
+    ):
         assert rows[name]["us_per_request"]["n"] == 1, name
     assert rows["plain"]["extra_us"]["median"] == 0
     assert rows["cold_on"]["raw_vs_extra"]["n"] == 1

@@ -43,6 +43,9 @@ _PEM = re.compile(
     r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----", re.ASCII
 )
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}", re.ASCII)
+#: Thumbprints and peer verdicts remembered; a client sends the same certificate on
+#: every request, so this is per client, and the dicts are emptied when full.
+_MEMO_SIZE = 1024
 #: The header names a proxy must never be trusted with: they carry other meanings.
 _RESERVED = frozenset({"authorization", "dpop", "host", "cookie"})
 
@@ -87,8 +90,8 @@ def _der_from_header(value: bytes) -> bytes | None:
     return _b64(re.sub(r"\s+", "", text))
 
 
-def _der_from_tls(scope: Scope) -> bytes | None:
-    """The client certificate of a direct TLS connection (ASGI TLS extension)."""
+def _pem_from_tls(scope: Scope) -> str | None:
+    """The client certificate of a direct TLS connection (ASGI TLS extension), as PEM."""
     extensions: Any = scope.get("extensions")
     tls = extensions.get("tls") if isinstance(extensions, dict) else None
     if not isinstance(tls, dict) or tls.get("client_cert_error"):
@@ -96,7 +99,7 @@ def _der_from_tls(scope: Scope) -> bytes | None:
     chain = tls.get("client_cert_chain")
     if not isinstance(chain, list | tuple) or not chain or not isinstance(chain[0], str):
         return None
-    return _der_from_pem(chain[0])
+    return chain[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,12 @@ class ClientCertificates:
 
     header: str | None = None
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    #: Encoded certificate (header value or PEM) -> thumbprint, ``None`` if it is none.
+    _thumbprints: dict[bytes | str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    #: TCP peer host -> whether it is a trusted proxy.
+    _peers: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.header is None:
@@ -126,12 +135,34 @@ class ClientCertificates:
 
     def thumbprint(self, scope: Scope) -> str | None:
         """The ``x5t#S256`` of the certificate this request was made with, if it proves one."""
-        if self.header is not None and self.proxies.peer_is_trusted(scope):
+        if self.header is not None and self._from_proxy(scope):
             name = self.header.encode("ascii")
             values = [value for key, value in scope["headers"] if key == name]
             if len(values) != 1:  # none, or two: nothing a proxy vouches for
                 return None
-            der = _der_from_header(values[0])
-        else:
-            der = _der_from_tls(scope)
-        return thumbprint(der) if der is not None else None
+            value = values[0]
+            if value not in self._thumbprints:
+                self._remember(value, _der_from_header(value))
+            return self._thumbprints[value]
+        pem = _pem_from_tls(scope)
+        if pem is None:
+            return None
+        if pem not in self._thumbprints:
+            self._remember(pem, _der_from_pem(pem))
+        return self._thumbprints[pem]
+
+    def _remember(self, encoded: bytes | str, der: bytes | None) -> None:
+        if len(self._thumbprints) >= _MEMO_SIZE:
+            self._thumbprints.clear()
+        self._thumbprints[encoded] = thumbprint(der) if der is not None else None
+
+    def _from_proxy(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        host = str(client[0]) if client else ""
+        trusted = self._peers.get(host)
+        if trusted is None:
+            trusted = self.proxies.peer_is_trusted(scope)
+            if len(self._peers) >= _MEMO_SIZE:
+                self._peers.clear()
+            self._peers[host] = trusted
+        return trusted
