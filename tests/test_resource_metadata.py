@@ -29,6 +29,7 @@ from bearerguard import (
     require_scopes,
     scopes_required,
 )
+from bearerguard._dpop import DEFAULT_DPOP_ALGORITHMS
 from bearerguard.testing import TestIssuer
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +94,8 @@ async def test_metadata_is_served_at_the_well_known_path_without_a_token(
         "authorization_servers": [test_issuer.issuer],
         "scopes_supported": ["admin", "read:items", "write:items"],
         "bearer_methods_supported": ["header"],
+        # dpop="allowed" by default: DPoP-bound tokens are taken, with these proof algs.
+        "dpop_signing_alg_values_supported": list(DEFAULT_DPOP_ALGORITHMS),
     }
 
 
@@ -158,6 +161,20 @@ async def test_certificate_bound_tokens_are_advertised_when_a_proxy_forwards_cer
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RESOURCE) as c:
         document = (await c.get(WELL_KNOWN)).json()
     assert document["tls_client_certificate_bound_access_tokens"] is True
+
+
+async def test_dpop_is_advertised_as_the_middleware_checks_it(test_issuer: TestIssuer) -> None:
+    required = api(test_issuer, dpop="required", dpop_algorithms=["ES256", "EdDSA"])
+    disabled = api(test_issuer, dpop="disabled")
+    documents = []
+    for app in (required, disabled):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=RESOURCE) as c:
+            documents.append((await c.get(WELL_KNOWN)).json())
+    assert documents[0]["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+    assert documents[0]["dpop_bound_access_tokens_required"] is True
+    assert "dpop_signing_alg_values_supported" not in documents[1]
+    assert "dpop_bound_access_tokens_required" not in documents[1]
 
 
 async def test_metadata_answers_head_and_a_cors_preflight_and_refuses_other_methods(

@@ -350,6 +350,8 @@ class BearerAuthMiddleware:
             scopes=route_scopes(scope.get("app") or self.app),
             bearer_methods=methods,
             certificates=self.certificates.header is not None,
+            dpop_algorithms=self.dpop.algs.split() if self.dpop is not None else (),
+            dpop_required=self._dpop_only,
         )
         body = json.dumps(document, separators=(",", ":")).encode()
         headers = [

@@ -34,6 +34,8 @@ _OWN = frozenset(
         "resource_policy_uri",
         "resource_tos_uri",
         "tls_client_certificate_bound_access_tokens",
+        "dpop_signing_alg_values_supported",
+        "dpop_bound_access_tokens_required",
     }
 )
 _BEARER_METHODS = frozenset({"header", "body", "query"})
@@ -57,7 +59,8 @@ class ResourceMetadata:
     the application's routes require (``require_scopes`` and ``scopes_required``);
     ``bearer_methods_supported=None`` the token locations the middleware accepts;
     ``tls_client_certificate_bound_access_tokens=None`` whether a proxy forwards client
-    certificates (``client_cert_header``). ``extra`` adds other registered members.
+    certificates (``client_cert_header``); the DPoP members follow the middleware's
+    ``dpop`` settings. ``extra`` adds other registered members.
     """
 
     resource: str
@@ -116,9 +119,19 @@ class ResourceMetadata:
         return frozenset({urlsplit(self.url).path, WELL_KNOWN})
 
     def document(
-        self, *, scopes: Sequence[str], bearer_methods: Sequence[str], certificates: bool
+        self,
+        *,
+        scopes: Sequence[str],
+        bearer_methods: Sequence[str],
+        certificates: bool,
+        dpop_algorithms: Sequence[str] = (),
+        dpop_required: bool = False,
     ) -> dict[str, Any]:
-        """The JSON document, with the middleware's answers where a field was left ``None``."""
+        """The JSON document, with the middleware's answers where a field was left ``None``.
+
+        The DPoP members (RFC 9728 §2, RFC 9449) come from the middleware's ``dpop``
+        settings alone, so the document cannot promise what the API does not check.
+        """
         document: dict[str, Any] = {"resource": self.resource}
         if self.authorization_servers:
             document["authorization_servers"] = list(self.authorization_servers)
@@ -139,5 +152,9 @@ class ResourceMetadata:
         bound = self.tls_client_certificate_bound_access_tokens
         if certificates if bound is None else bound:
             document["tls_client_certificate_bound_access_tokens"] = True
+        if dpop_algorithms:
+            document["dpop_signing_alg_values_supported"] = list(dpop_algorithms)
+        if dpop_required:
+            document["dpop_bound_access_tokens_required"] = True
         document.update(self.extra)
         return document
