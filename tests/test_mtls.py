@@ -180,6 +180,18 @@ async def test_certificate_header_from_an_untrusted_peer_is_ignored(
     assert_unproven(await get(behind_proxy(test_issuer), token, peer="203.0.113.9", **header))
 
 
+async def test_certificate_seen_from_a_trusted_proxy_is_not_believed_from_another_peer(
+    test_issuer: TestIssuer, certificate: TestCertificate
+) -> None:
+    # Thumbprints and peer verdicts are remembered per value: neither may leak across peers.
+    app = behind_proxy(test_issuer)
+    token = test_issuer.mint_certificate_bound(certificate)
+    header = {HEADER: certificate.header_value()}
+    assert (await get(app, token, peer=PROXY, **header)).status_code == 200
+    assert_unproven(await get(app, token, peer="203.0.113.9", **header))
+    assert (await get(app, token, peer=PROXY, **header)).status_code == 200
+
+
 async def test_proxy_forwarding_another_certificate_is_401(
     test_issuer: TestIssuer, certificate: TestCertificate, other_certificate: TestCertificate
 ) -> None:
