@@ -50,9 +50,12 @@ async def validator(entra: TestIssuer) -> AsyncIterator[Validate]:
     await client.aclose()
 
 
-def token(entra: TestIssuer, tid: str, **claims: Any) -> str:
+def token(entra: TestIssuer, tid: str, alg: str | None = None, **claims: Any) -> str:
     return entra.mint(
-        {"tid": tid, "azp": "client-app", **claims}, headers={"typ": "JWT"}, drop=("client_id",)
+        {"tid": tid, "azp": "client-app", **claims},
+        headers={"typ": "JWT"},
+        drop=("client_id",),
+        alg=alg,
     )
 
 
@@ -198,3 +201,49 @@ def test_played_issuer_template_fills_iss_from_the_tokens_tid(entra: TestIssuer)
 
 def urlpath(url: str) -> str:
     return httpx.URL(url).path
+
+
+MSA = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Entra's personal-accounts tenant
+
+
+async def test_a_key_whose_jwk_names_its_issuer_signs_only_for_that_issuer() -> None:
+    # Entra's common key set marks each key: the template (any tenant) or one issuer.
+    with TestIssuer(
+        ("RS256", "ES256"),
+        issuer=TEMPLATE,
+        jwks_uri=COMMON_KEYS,
+        metadata_url=COMMON_METADATA,
+        audience=API,
+    ) as entra:
+        scoped = entra.jwks()
+        for jwk in scoped["keys"]:
+            msa = f"https://login.microsoftonline.com/{MSA}/v2.0"
+            jwk["issuer"] = TEMPLATE if jwk["alg"] == "RS256" else msa
+        assert scoped["keys"][1]["issuer"] == f"https://login.microsoftonline.com/{MSA}/v2.0"
+        entra.serve_jwks(scoped)
+        async with httpx.AsyncClient(transport=entra.transport()) as client:
+            v = TokenValidator(
+                [Issuer(issuer=TEMPLATE, audience=API, tenants="*", jwks_uri=COMMON_KEYS)],
+                client=client,
+            )
+            try:
+                await v.validate(token(entra, TENANTS[0]))  # template key, any tenant
+                await v.validate(token(entra, MSA, alg="ES256"))  # MSA key, MSA tenant
+                assert await refusal(v, token(entra, TENANTS[0], alg="ES256")) == "key_issuer"
+            finally:
+                await v.aclose()
+
+
+async def test_a_jwk_with_an_unreadable_issuer_member_is_never_used() -> None:
+    with TestIssuer(("RS256", "ES256"), issuer="https://idp.example.com", audience=API) as played:
+        document = played.jwks()
+        document["keys"][0]["issuer"] = ["https://idp.example.com"]  # the RS256 key
+        played.serve_jwks(document)
+        async with httpx.AsyncClient(transport=played.transport()) as client:
+            v = TokenValidator([Issuer(issuer=played.issuer, audience=API)], client=client)
+            try:
+                await v.validate(played.mint(alg="ES256"))
+                with pytest.raises(InvalidToken):
+                    await v.validate(played.mint(alg="RS256"))
+            finally:
+                await v.aclose()

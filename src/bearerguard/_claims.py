@@ -290,6 +290,23 @@ class ClaimRules:
         if self.tenants is not None and tid not in self.tenants:
             raise InvalidToken("The access token's tenant is not allowed", reason="bad_tenant")
 
+    def key_allows(self, bound_issuer: str, claims: Mapping[str, Any]) -> bool:
+        """Whether a key whose JWK names ``bound_issuer`` may sign this (judged) token.
+
+        Entra ID's tenant-independent key set marks each key with the issuer it signs
+        for: a template (any tenant, filled from ``tid``) or one issuer exactly (the
+        consumer accounts' keys). A key is never used for another issuer's tokens.
+        """
+        iss = claims.get("iss")
+        if TENANT_PLACEHOLDER not in bound_issuer:
+            return iss == bound_issuer
+        tid = claims.get("tid")
+        return (
+            type(tid) is str
+            and TENANT_ID.fullmatch(tid) is not None
+            and bound_issuer.replace(TENANT_PLACEHOLDER, tid) == iss
+        )
+
     def check_header(self, header: Mapping[str, Any]) -> str:
         """Judge the protected header; return its ``alg``.
 

@@ -693,6 +693,15 @@ class _Inspector:
         for key in candidates:
             if key.verify(parsed.signing_input, parsed.signature):
                 self.add("signature", "pass", f"verified with {_describe_key(key)}")
+                bound = key.bound_issuer
+                if bound is not None and not self.rules.key_allows(bound, parsed.claims):
+                    self.add(
+                        "key issuer",
+                        "fail",
+                        f"the key's JWK says it signs for {show(bound)} only; the token's iss "
+                        f"is {show(parsed.claims.get('iss'))}",
+                        "key_issuer",
+                    )
                 return
         tried = (
             f"any of the {len(candidates)} keys for {alg}"

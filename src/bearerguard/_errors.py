@@ -50,6 +50,7 @@ Reason: TypeAlias = Literal[
     # keys and signature (401)
     "unknown_kid",
     "no_key",
+    "key_issuer",
     "bad_signature",
     # claims (401)
     "bad_iss",

@@ -91,16 +91,28 @@ class VerificationKey:
     """One key fit for exactly one algorithm, ready to verify.
 
     ``active`` turns false when a later fetch no longer lists the key, so results
-    cached on its word stop being served (RFC 7517 rotation).
+    cached on its word stop being served (RFC 7517 rotation). ``bound_issuer`` is
+    the JWK's own ``issuer`` member, when it has one: Entra ID's shared key set says
+    which issuer (or issuer template) each key may sign for.
     """
 
-    __slots__ = ("_alg_obj", "_key", "active", "alg", "issuer", "kid", "kty")
+    __slots__ = ("_alg_obj", "_key", "active", "alg", "bound_issuer", "issuer", "kid", "kty")
 
-    def __init__(self, *, kid: str | None, alg: str, kty: str, key: Any, issuer: str) -> None:
+    def __init__(
+        self,
+        *,
+        kid: str | None,
+        alg: str,
+        kty: str,
+        key: Any,
+        issuer: str,
+        bound_issuer: str | None = None,
+    ) -> None:
         self.kid = kid
         self.alg = alg
         self.kty = kty
         self.issuer = issuer
+        self.bound_issuer = bound_issuer
         self._key = key
         self._alg_obj = _ALGORITHMS[alg]
         self.active = True
@@ -233,6 +245,9 @@ def _parse_jwk(jwk: Any, *, issuer: str, allowed: list[str]) -> list[Verificatio
     declared = jwk.get("alg")
     if declared is not None and not isinstance(declared, str):
         return []
+    bound = jwk.get("issuer")
+    if bound is not None and not isinstance(bound, str):
+        return []  # a key whose scope we cannot read signs for nobody
     if kty not in _PUBLIC_MEMBERS:
         # ``oct`` keys are never taken from a JWKS: HMAC needs a configured secret.
         return []
@@ -261,7 +276,10 @@ def _parse_jwk(jwk: Any, *, issuer: str, allowed: list[str]) -> list[Verificatio
             return []
     if isinstance(material, ec.EllipticCurvePublicKey) and kty != "EC":
         return []
-    return [VerificationKey(kid=kid, alg=alg, kty=kty, key=material, issuer=issuer) for alg in fit]
+    return [
+        VerificationKey(kid=kid, alg=alg, kty=kty, key=material, issuer=issuer, bound_issuer=bound)
+        for alg in fit
+    ]
 
 
 def shared_secret_keys(

@@ -330,6 +330,10 @@ class TokenValidator:
         claims = jws.claims
         try:
             state.rules.check_claims(claims, now)
+            if key.bound_issuer is not None and not state.rules.key_allows(
+                key.bound_issuer, claims
+            ):
+                raise signature_refused("key_issuer")
             access = self._access_token(state, claims, digest.hex(), key)
         except InvalidToken as error:
             self._refuse(digest, error, config.negative_cache_ttl, state.key_source(alg))
