@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("imports", "inprocess", "e2e", "extras", "profile", "http", "scale")
+SECTIONS = ("imports", "inprocess", "e2e", "dpop", "extras", "profile", "http", "scale")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["inprocess"]["e2e"] = run_e2e(
                     ctx, rounds, redis.url if redis else None, progress
                 )
+            if "dpop" in sections:
+                from benchmarks.dpop import run_dpop
+
+                results["inprocess"]["dpop"] = run_dpop(ctx, rounds, progress)
             if "extras" in sections:
                 results["inprocess"]["extras"] = inprocess.run_extras(
                     ctx, rounds, extras_ops, redis.url if redis else None, progress

@@ -253,6 +253,11 @@ def markdown(results: dict[str, Any]) -> str:
             )
         for name, why in e2e.get("notes", {}).items():
             lines.append(f"\n- {name}: {why}")
+    dpop = _get(results, "inprocess", "dpop")
+    if dpop:
+        from benchmarks.dpop import render
+
+        lines += ["", render(dpop)]
     cold = _get(results, "inprocess", "cold")
     if cold:
         lines += [

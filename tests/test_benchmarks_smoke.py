@@ -141,6 +141,20 @@ def test_end_to_end_rows_time_plain_starlette_and_the_middleware_in_the_same_rou
     assert "hit_sharing_redis" in result["notes"]
 
 
+def test_dpop_rows_time_a_bound_request_against_a_bearer_hit_in_the_same_rounds(
+    ctx: inprocess.Context,
+) -> None:
+    from benchmarks.dpop import render, run_dpop
+
+    result = run_dpop(ctx, rounds=1, progress=lambda _: None, requests=10)
+    rows = result["rows"]
+    for name in ("plain", "bearer_hit", "dpop_es256", "dpop_eddsa"):
+        assert rows[name]["us_per_request"]["n"] == 1, name
+    assert rows["bearer_hit"]["vs_bearer_hit"]["median"] == 1
+    assert rows["dpop_es256"]["raw_verify_us"]["median"] > 0
+    assert "fresh ES256 proof" in render(result)
+
+
 def test_end_to_end_driver_fails_loudly_when_the_app_refuses(ctx: inprocess.Context) -> None:
     from benchmarks.apps import plain_app
     from benchmarks.e2e import driver

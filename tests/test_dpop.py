@@ -429,6 +429,24 @@ async def test_replay_store_outage_fails_open_by_default_and_closed_when_rate_li
     assert response.json()["error"] == "temporarily_unavailable"
 
 
+async def test_a_full_in_process_replay_store_is_an_outage_never_a_silent_eviction(
+    build: Factory, test_issuer: TestIssuer, key: DPoPKey
+) -> None:
+    fail_open, fail_closed = build(), build(rate_limit_fail_closed=True)
+    for app in (fail_open, fail_closed):
+        assert app.dpop is not None and app.dpop.replay._memory is not None
+        app.dpop.replay._memory.limit = 1  # a million in production; one here
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    first = key.headers(token, "GET", URL)
+    assert (await call(fail_open, first)).status_code == 200
+    assert_bad_proof(await call(fail_open, first))  # still remembered: never evicted
+    assert (await call(fail_open, key.headers(token, "GET", URL))).status_code == 200
+    assert fail_open.dpop is not None and fail_open.dpop.replay.errors == 1
+    assert (await call(fail_closed, first)).status_code == 200
+    refused = await call(fail_closed, key.headers(token, "GET", URL))
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+
+
 # -- RFC 9449 §8: server nonces ------------------------------------------------------------
 
 

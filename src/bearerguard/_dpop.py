@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from jwt.algorithms import get_default_algorithms
@@ -53,10 +53,7 @@ from bearerguard._keys import (
     VerificationKey,
 )
 
-if TYPE_CHECKING:  # the store is made on the first proof: no ``limits`` import before
-    from limits.aio.storage import Storage as AsyncStorage
-    from limits.storage import MemoryStorage
-
+if TYPE_CHECKING:  # limits (and redis) are imported only when a Redis store is configured
     from bearerguard._ratelimit_storage import SharedStorage
 
 __all__ = [
@@ -96,6 +93,8 @@ _THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
     "EC": ("crv", "kty", "x", "y"),
     "OKP": ("crv", "kty", "x"),
 }
+#: Spent proofs an in-process replay store remembers at most (about 100 MB when full).
+_MAX_REMEMBERED = 1_000_000
 #: Judged proof headers kept by their encoded form; the cache starts over when full.
 _KEY_CACHE_SIZE = 1024
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
@@ -321,77 +320,116 @@ class Nonces:
         return self.window(now)[1]
 
 
-class _ReplayStore:
-    """Proof ``jti``s seen within their window: one atomic increment each in ``limits`` storage."""
+class _SeenJtis:
+    """The in-process replay store: digests of spent proofs until they could no longer be used.
 
-    __slots__ = ("_shared", "_sync", "_uri", "errors", "fail_closed", "namespace", "timeout")
+    A plain dict (a ``limits`` memory counter costs several microseconds of locks
+    per proof). Entries go in roughly in expiry order, so a sweep stops at the
+    first live one; the store is bounded, and a full one is an outage (fail open
+    or closed as configured) rather than a silent eviction that would let a
+    still-valid proof be replayed.
+    """
+
+    __slots__ = ("_next_sweep", "_seen", "limit")
+
+    def __init__(self, limit: int = _MAX_REMEMBERED) -> None:
+        self._seen: dict[bytes, float] = {}
+        self._next_sweep = 0.0
+        self.limit = limit
+
+    def first_use(self, key: bytes, ttl: float, now: float) -> bool:
+        seen = self._seen
+        until = seen.get(key)
+        if until is not None and until > now:
+            return False
+        if now >= self._next_sweep or len(seen) >= self.limit:
+            self._sweep(now)
+            if len(seen) >= self.limit:
+                raise OverflowError("the DPoP replay store is full")
+        seen[key] = now + ttl
+        return True
+
+    def _sweep(self, now: float) -> None:
+        seen = self._seen
+        expired = []
+        for key, until in seen.items():
+            if until > now:
+                break
+            expired.append(key)
+        for key in expired:
+            del seen[key]
+        self._next_sweep = now + 1.0
+
+
+class _ReplayStore:
+    """Proof ``jti``s seen within their window: in process, or one atomic increment in Redis."""
+
+    __slots__ = ("_memory", "_shared", "errors", "fail_closed", "namespace", "timeout")
 
     def __init__(self, uri: str, *, fail_closed: bool, namespace: str) -> None:
         self.timeout = 1.0
-        self._uri = uri
+        self._memory: _SeenJtis | None = None
         self._shared: SharedStorage | None = None
-        self._sync = False
-        if uri != "memory://":  # a store that was configured is checked at startup
-            self._connect()
+        if uri.partition("://")[0].lower().removeprefix("async+") == "memory":
+            self._memory = _SeenJtis()
+        else:  # a networked store is connected (and its URI checked) at startup
+            from bearerguard._ratelimit_storage import SharedStorage
+
+            self._shared = SharedStorage(uri, timeout=self.timeout, cooldown=1.0, options={})
         self.fail_closed = fail_closed
         self.namespace = namespace
-        #: Proofs accepted without a replay check because the store was down (fail-open).
+        #: Proofs accepted without a replay check (store down or full, failing open).
         self.errors = 0
-
-    def _connect(self) -> SharedStorage:
-        """The storage, made once: at startup if configured, else on the first DPoP proof."""
-        from limits.storage import MemoryStorage
-
-        from bearerguard._ratelimit_storage import SharedStorage
-
-        shared = SharedStorage(self._uri, timeout=self.timeout, cooldown=1.0, options={})
-        self._sync = isinstance(shared.storage, MemoryStorage)
-        self._shared = shared
-        return shared
 
     async def first_use(self, jkt: str, jti: str, ttl: float) -> bool:
         """True the first time this key's ``jti`` is seen within ``ttl`` seconds."""
-        digest = hashlib.sha256(f"{jkt}\0{jti}".encode("utf-8", "surrogatepass")).hexdigest()
-        key = f"{self.namespace}/{digest[:40]}"
-        expiry = max(1, math.ceil(ttl))
-        shared = self._shared or self._connect()
-        if shared.is_down(time.monotonic()):
-            return self._undecided(None)
-        storage = shared.storage
+        digest = hashlib.sha256(f"{jkt}\0{jti}".encode("utf-8", "surrogatepass")).digest()
+        now = time.monotonic()
+        memory = self._memory
+        if memory is not None:
+            try:
+                return memory.first_use(digest[:20], ttl, now)
+            except OverflowError as exc:
+                return self._undecided(exc, now)
+        shared = self._shared
+        assert shared is not None
+        if shared.is_down(now):
+            return self._undecided(None, now)
+        key = f"{self.namespace}/{digest[:20].hex()}"
         try:
-            if self._sync:
-                count = cast("MemoryStorage", storage).incr(key, expiry)
-            else:
-                async with asyncio.timeout(self.timeout):
-                    count = await cast("AsyncStorage", storage).incr(key, expiry)
+            async with asyncio.timeout(self.timeout):
+                count = await shared.storage.incr(key, max(1, math.ceil(ttl)))  # type: ignore[misc]
         except Exception as exc:  # any storage failure is an outage, never a 500
-            return self._undecided(exc)
+            return self._undecided(exc, now)
         if shared.down_until:
             shared.down_until = 0.0
             log.info("bearerguard.dpop.replay_store_recovered")
         return bool(count == 1)
 
-    def _undecided(self, exc: Exception | None) -> bool:
-        from bearerguard._ratelimit_storage import redacted
-
+    def _undecided(self, exc: Exception | None, now: float) -> bool:
+        """No replay decision: warn (once a second), count, then fail open or closed."""
         self.errors += 1
-        shared = self._shared or self._connect()
+        shared = self._shared
+        cooldown = shared.cooldown if shared is not None else 1.0
         if exc is not None:
-            now = time.monotonic()
-            if not shared.is_down(now):
+            quiet = shared.is_down(now) if shared is not None else False
+            if not quiet:
+                from bearerguard._ratelimit_storage import redacted
+
                 log.warning(
                     "bearerguard.dpop.replay_store_unavailable storage=%s error=%s"
                     " fail_closed=%s errors=%d",
-                    redacted(shared.uri),
+                    redacted(shared.uri) if shared is not None else "memory://",
                     type(exc).__name__,
                     self.fail_closed,
                     self.errors,
                 )
-            shared.down_until = now + shared.cooldown
+            if shared is not None:
+                shared.down_until = now + cooldown
         if self.fail_closed:
             raise Unavailable(
                 "The DPoP replay check is unavailable",
-                retry_after=max(1, math.ceil(shared.cooldown)),
+                retry_after=max(1, math.ceil(cooldown)),
                 reason="dpop_replay_unavailable",
             )
         return True

@@ -1,0 +1,236 @@
+"""DPoP (RFC 9449): what a DPoP-bound request costs beside a plain bearer cache hit.
+
+A DPoP request cannot be a pure cache hit: its proof is new every time (a fresh
+``jti``, signed by the client), so the middleware verifies one signature, checks
+the proof's claims and spends its ``jti`` in the replay store on every request,
+while the token itself is still served from the validation cache. This scenario
+measures exactly that, in process, like ``e2e``: the same Starlette app behind
+the middleware, answering
+
+* ``bearer_hit``: ``Authorization: Bearer`` with one token (the baseline: a cache hit),
+* ``dpop_es256`` / ``dpop_eddsa``: ``Authorization: DPoP`` with one bound token and a
+  distinct proof per request (memory replay store),
+
+and, as the floor a proof cannot go below, the raw ``cryptography`` verify of the
+same proofs. Proofs are signed before the timed loop (a client's cost, not the
+server's). Every variant takes its turn on each chunk in a shuffled order; ratios
+are taken against the bearer hit of the same round; times are CPU time of the
+benchmark's thread.
+
+Run alone: ``python -m benchmarks.dpop [--rounds 7] [--requests 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.e2e import _middleware, _plain_app, _scope_template
+from benchmarks.inprocess import CHUNK, Context, _b64decode, raw_verifier
+from benchmarks.stats import summary
+
+#: The URL the proofs are made for: what the e2e scope template's Host and path say.
+URL = "http://127.0.0.1:8000/items"
+#: Requests per sample per variant.
+REQUESTS = 2_000
+
+LABELS = {
+    "plain": "plain Starlette app, GET /items",
+    "bearer_hit": "middleware, Bearer token, cache hit (the baseline)",
+    "dpop_es256": "middleware, DPoP-bound token (cache hit) + fresh ES256 proof",
+    "dpop_eddsa": "middleware, DPoP-bound token (cache hit) + fresh EdDSA proof",
+}
+#: Proof key algorithm of each DPoP row.
+ROW_ALGS = {"dpop_es256": "ES256", "dpop_eddsa": "EdDSA"}
+
+
+def _dpop_scope(token: str, proof: str) -> dict[str, Any]:
+    scope = _scope_template(token)
+    scope["headers"] = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"authorization", b"DPoP " + token.encode("ascii")),
+        (b"dpop", proof.encode("ascii")),
+    ]
+    return scope
+
+
+def _timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], float]:
+    """CPU seconds for one request per scope, in order; every answer must be a 200."""
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    refused: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            refused.append(message["status"])
+
+    def run(scopes: list[dict[str, Any]]) -> float:
+        async def go() -> float:
+            c0 = time.thread_time()
+            for template in scopes:
+                await app({**template, "state": {}}, receive, send)
+            return time.thread_time() - c0
+
+        spent: float = ctx.run(go())
+        if refused:
+            statuses = sorted(set(refused))
+            refused.clear()
+            raise RuntimeError(f"the app answered {statuses} instead of 200")
+        return spent
+
+    return run
+
+
+def run_dpop(
+    ctx: Context,
+    rounds: int,
+    progress: Callable[[str], None],
+    requests: int = REQUESTS,
+) -> dict[str, Any]:
+    """Per-request CPU cost of a DPoP-bound request against a bearer cache hit, same rounds."""
+    from bearerguard.testing import DPoPKey
+
+    issuer = ctx.issuer
+    bearer_token = issuer.mint("RS256")
+    keys = {row: DPoPKey(alg) for row, alg in ROW_ALGS.items()}
+    bound = {row: issuer.mint("RS256", cnf={"jkt": key.thumbprint}) for row, key in keys.items()}
+    timers = {
+        "plain": _timer(ctx, _plain_app()),
+        "bearer_hit": _timer(ctx, _middleware(ctx)),
+        **{row: _timer(ctx, _middleware(ctx)) for row in ROW_ALGS},
+    }
+    chunks = max(1, requests // CHUNK)
+    bearer_chunk = [_scope_template(bearer_token)] * CHUNK
+
+    def proofs(row: str, n: int) -> list[str]:
+        key, token = keys[row], bound[row]
+        return [key.proof("GET", URL, token=token) for _ in range(n)]
+
+    raw = {row: raw_verifier(alg, keys[row].private.public_key()) for row, alg in ROW_ALGS.items()}
+
+    def raw_cost(row: str, chunk: list[str]) -> float:
+        verify, convert = raw[row]
+        signed = []
+        for proof in chunk:
+            head, payload, sig = proof.split(".")
+            signed.append((f"{head}.{payload}".encode("ascii"), convert(_b64decode(sig))))
+        c0 = time.thread_time()
+        for signing_input, signature in signed:
+            verify(signing_input, signature)
+        return time.thread_time() - c0
+
+    # Warm every path (code, keys, the cached tokens, the proof-header cache) untimed.
+    timers["plain"](bearer_chunk[:4])
+    timers["bearer_hit"](bearer_chunk[:4])
+    for row in ROW_ALGS:
+        timers[row]([_dpop_scope(bound[row], p) for p in proofs(row, 4)])
+
+    per_request: dict[str, list[float]] = {
+        name: [] for name in [*timers, *(f"raw_{r}" for r in ROW_ALGS)]
+    }
+    rng = random.Random(9449)
+    for r in range(rounds):
+        progress(f"dpop: round {r + 1}/{rounds} (signing {chunks * CHUNK} proofs per key)")
+        # Fresh proofs each round, made now: their iat is within the window and every jti is new.
+        pending = {row: proofs(row, chunks * CHUNK) for row in ROW_ALGS}
+        gc.collect()
+        spent = dict.fromkeys(per_request, 0.0)
+        for i in range(chunks):
+            order = [*timers, *(f"raw_{row}" for row in ROW_ALGS)]
+            rng.shuffle(order)
+            for name in order:
+                if name.startswith("raw_"):
+                    row = name[4:]
+                    spent[name] += raw_cost(row, pending[row][i * CHUNK : (i + 1) * CHUNK])
+                elif name in ROW_ALGS:
+                    chunk = pending[name][i * CHUNK : (i + 1) * CHUNK]
+                    spent[name] += timers[name]([_dpop_scope(bound[name], p) for p in chunk])
+                else:
+                    spent[name] += timers[name](bearer_chunk)
+        for name in per_request:
+            per_request[name].append(spent[name] / (chunks * CHUNK) * 1e6)
+
+    base = per_request["bearer_hit"]
+    rows: dict[str, Any] = {}
+    for name in timers:
+        samples = per_request[name]
+        rows[name] = {
+            "label": LABELS[name],
+            "us_per_request": summary(samples),
+            "vs_bearer_hit": summary([s / b for s, b in zip(samples, base, strict=True)]),
+            "extra_over_bearer_hit_us": summary(
+                [s - b for s, b in zip(samples, base, strict=True)]
+            ),
+        }
+        if name in ROW_ALGS:
+            floor = per_request[f"raw_{name}"]
+            rows[name]["raw_verify_us"] = summary(floor)
+            # What the proof check adds beyond its one signature verify (claims, replay, parse).
+            rows[name]["extra_over_bearer_and_verify_us"] = summary(
+                [s - b - f for s, b, f in zip(samples, base, floor, strict=True)]
+            )
+    return {"rounds": rounds, "requests_per_sample": chunks * CHUNK, "rows": rows}
+
+
+def render(result: dict[str, Any]) -> str:
+    """The scenario as a Markdown table (medians, with the spread over rounds)."""
+
+    def fmt(stat: dict[str, Any], unit: str = "") -> str:
+        return f"{stat['median']:.2f}{unit} ({stat['min']:.2f}-{stat['max']:.2f})"
+
+    lines = [
+        f"## DPoP-bound requests ({result['rounds']} rounds, "
+        f"{result['requests_per_sample']:,} requests per sample, CPU time)",
+        "",
+        "| request | us/request | x bearer hit | raw proof verify us"
+        " | extra beyond hit + verify us |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"].values():
+        raw = row.get("raw_verify_us")
+        extra = row.get("extra_over_bearer_and_verify_us")
+        lines.append(
+            f"| {row['label']} | {fmt(row['us_per_request'])} | {fmt(row['vs_bearer_hit'], 'x')} "
+            f"| {fmt(raw) if raw else '-'} | {fmt(extra) if extra else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dpop", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--json", default=None, help="also write the result to this file")
+    args = parser.parse_args(argv)
+    from benchmarks.tokens import BenchIssuer
+
+    def progress(message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    issuer = BenchIssuer(("RS256",))
+    loop = asyncio.new_event_loop()
+    ctx = Context(issuer, loop, {})
+    try:
+        result = run_dpop(ctx, args.rounds, progress, args.requests)
+    finally:
+        ctx.close()
+        loop.close()
+        issuer.close()
+    print(render(result))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
