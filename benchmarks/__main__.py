@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import scale
 
                 results["scale"] = {}
+                from benchmarks.httpbench import ensure_wrk
+
+                ensure_wrk()  # installs wrk when missing; a failure shows in the rows below
                 progress("scale: 1,000-request unknown-kid stampede")
                 results["scale"]["jwks_stampede"] = scale.stampede(1000)
                 progress("scale: cold stream on 1 and 2 workers")
@@ -187,6 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 except Exception as exc:
                     results["scale"]["workers"] = f"failed: {type(exc).__name__}: {exc}"
+                if redis is not None and cache_wired:
+                    progress("scale: cache hit + Redis rate limit on 1 and 2 workers")
+                    try:
+                        results["scale"]["workers_redis"] = scale.workers(
+                            base_env=base_env,
+                            token_file=token_file,
+                            rounds=http_rounds,
+                            duration=duration,
+                            cache_wired=cache_wired,
+                            progress=progress,
+                            redis_url=redis.url,
+                            token=issuer.mint("RS256"),
+                        )
+                    except Exception as exc:
+                        results["scale"]["workers_redis"] = f"failed: {type(exc).__name__}: {exc}"
+                else:
+                    results["scale"]["workers_redis"] = "not measured: no redis-server"
                 if cache_wired:
                     progress(
                         f"scale: RSS after {rss_tokens} distinct invalid tokens (child process)"

@@ -382,16 +382,21 @@ def _scale_lines(scale: dict[str, Any]) -> list[str]:
         )
     elif st is not None:
         lines.append(f"- JWKS stampede: {st}")
-    wk = scale.get("workers")
-    if isinstance(wk, dict):
-        one, two = wk["rps"]["1 worker"], wk["rps"]["2 workers"]
-        lines.append(
-            f"- {wk['scenario']}: 1 worker {fmt_spread(one)}, p99 {_ms(wk['p99_ms']['1 worker'])}; "
-            f"2 workers {fmt_spread(two)}, p99 {_ms(wk['p99_ms']['2 workers'])}; "
-            f"2 vs 1: {_fmt_x(wk['two_vs_one'])}. {wk['setup']}."
-        )
-    elif wk is not None:
-        lines.append(f"- workers: {wk}")
+    for key in ("workers", "workers_redis"):
+        wk = scale.get(key)
+        if isinstance(wk, dict):
+            one, two = wk["rps"]["1 worker"], wk["rps"]["2 workers"]
+            p99_ratio = wk.get("p99_two_vs_one")
+            lines.append(
+                f"- {wk['scenario']}: 1 worker {fmt_spread(one)}, p99 "
+                f"{_ms(wk['p99_ms']['1 worker'])}; 2 workers {fmt_spread(two)}, p99 "
+                f"{_ms(wk['p99_ms']['2 workers'])}; 2 vs 1: throughput "
+                f"{_fmt_x(wk['two_vs_one'])}"
+                + (f", p99 {_fmt_x(p99_ratio)}" if p99_ratio else "")
+                + f". {wk['setup']}."
+            )
+        elif wk is not None:
+            lines.append(f"- {key}: {wk}")
     rss = scale.get("rss_invalid_tokens")
     if isinstance(rss, dict) and "checkpoints" in rss:
         cps = rss["checkpoints"]

@@ -96,10 +96,24 @@ def workers(
     duration: float,
     cache_wired: bool,
     progress: Callable[[str], None],
+    redis_url: str | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """The same cold stream on one worker (pinned) and two (unpinned, sharing cores with wrk)."""
+    """The same load on one worker (pinned) and two (unpinned, sharing cores with wrk).
+
+    Without ``redis_url``: the cold stream. With it: one token (cache hits) spending a
+    budget kept in Redis, shared by the workers as by replicas, so the figure is what
+    a second process buys when every request is one Redis check.
+    """
     scripts = write_scripts(Path(token_file).parent)
     env = {**base_env, "BENCH_APP": "bearerguard"}
+    stream = "rotate"
+    scenario = "bearerguard cold stream" + (", cache on" if cache_wired else "")
+    if redis_url is not None:
+        env.update(BENCH_RATE_LIMIT="1000000/second", BENCH_RATE_LIMIT_STORAGE=redis_url)
+        stream = "one"
+        scenario = "bearerguard cache hit + Redis rate limit (moving window), workers share it"
+    wrk_env = {"BENCH_TOKENS": str(token_file), "BENCH_TOKEN": token or ""}
     servers = {
         "1 worker": Uvicorn(env, workers=1, cpus="0"),
         "2 workers": Uvicorn(env, workers=2, cpus=None),
@@ -112,9 +126,9 @@ def workers(
         for name, server in servers.items():
             got = run_wrk(
                 server.port,
-                scripts["rotate"],
+                scripts[stream],
                 2,
-                {"BENCH_TOKENS": str(token_file), "BENCH_OFFSET": "0"},
+                {**wrk_env, "BENCH_OFFSET": "0"},
                 cpus="1" if name == "1 worker" else None,
                 threads=1 if name == "1 worker" else 2,
             )
@@ -124,12 +138,12 @@ def workers(
             order = list(servers)
             rng.shuffle(order)
             for name in order:
-                progress(f"scale: round {r + 1}/{rounds}: cold stream, {name}")
+                progress(f"scale: round {r + 1}/{rounds}: {scenario}, {name}")
                 got = run_wrk(
                     servers[name].port,
-                    scripts["rotate"],
+                    scripts[stream],
                     duration,
-                    {"BENCH_TOKENS": str(token_file), "BENCH_OFFSET": str(offsets[name])},
+                    {**wrk_env, "BENCH_OFFSET": str(offsets[name])},
                     cpus="1" if name == "1 worker" else None,
                     threads=1 if name == "1 worker" else 2,
                 )
@@ -140,12 +154,13 @@ def workers(
         for server in servers.values():
             server.close()
     return {
-        "scenario": "bearerguard cold stream" + (", cache on" if cache_wired else ""),
+        "scenario": scenario,
         "setup": "1 worker pinned to core 0 with wrk -t1 on core 1; 2 workers and wrk -t2 unpinned "
         "(the machine has 2 cores, so wrk competes with the workers)",
         "rps": {k: summary(v) for k, v in rps.items()},
         "p99_ms": {k: summary(v) for k, v in p99.items()},
         "two_vs_one": summary(ratios(rps["2 workers"], rps["1 worker"])),
+        "p99_two_vs_one": summary(ratios(p99["2 workers"], p99["1 worker"])),
     }
 
 
