@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm
 from starlette.applications import Starlette
@@ -583,3 +585,42 @@ def test_rule6_excluded_paths_are_predictable(test_issuer: TestIssuer) -> None:
         scopeless = bearer(test_issuer.mint({"sub": "ann"}, audience=AUD, drop=("scope",)))
         assert tc.get("/me", headers=scopeless).json() == {"sub": "ann"}
         assert tc.get("/health").status_code == 403  # excluded: not authenticated, no crash
+
+
+# -- rule 7: strict headers and claims ----------------------------------------------------
+
+
+def signed(header: dict[str, Any], claims: dict[str, Any], issuer: TestIssuer) -> str:
+    """A token the issuer's own key really signed, whatever its header says."""
+    encoded = [b64(json.dumps(part).encode()) for part in (header, claims)]
+    signing_input = ".".join(encoded).encode()
+    signature = issuer.signing_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input.decode()}.{b64(signature)}"
+
+
+def test_rule7_strict_headers_and_claims(test_issuer: TestIssuer) -> None:
+    claims = test_issuer.claims(audience=AUD, scope="read")
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": test_issuer.signing_kid}
+    # 16384-bit RSA material (a random odd modulus): skipped, the rest of the set still works.
+    huge = secrets.randbits(16384) | (1 << 16383) | 1
+    big_key = {"kty": "RSA", "kid": "huge", "e": "AQAB", "n": b64(huge.to_bytes(2048, "big"))}
+    test_issuer.serve_jwks({"keys": [big_key, *test_issuer.jwks()["keys"]]})
+    app = starlette_app(test_issuer)
+    strict = starlette_app(test_issuer, rfc9068=True)
+    with TestClient(app) as tc, TestClient(strict) as strict_tc:
+        assert tc.get("/me", headers=bearer(signed(header, claims, test_issuer))).is_success
+        refused = [
+            signed({**header, "kid": None}, claims, test_issuer),  # null is no string
+            signed({**header, "kid": 7}, claims, test_issuer),
+            signed({**header, "kid": [test_issuer.signing_kid]}, claims, test_issuer),
+            signed({**header, "b64": True}, claims, test_issuer),  # RFC 7797 §7
+            signed({**header, "b64": False}, claims, test_issuer),
+            signed({**header, "kid": "huge"}, claims, test_issuer),
+        ]
+        for token in refused:
+            assert_invalid_token(tc.get("/me", headers=bearer(token)))
+        as_list = signed(header, {**claims, "scope": ["read"]}, test_issuer)
+        assert tc.get("/me", headers=bearer(as_list)).is_success  # the lenient default
+        assert_invalid_token(strict_tc.get("/me", headers=bearer(as_list)))
+        as_string = signed(header, claims, test_issuer)
+        assert strict_tc.get("/me", headers=bearer(as_string)).is_success

@@ -327,9 +327,11 @@ class ClaimRules:
             typ.lower() not in (_AT_JWT if self.strict_typ else _LENIENT_TYP)
         ):
             raise InvalidToken("The token is not an access token", reason="bad_typ")
-        kid = header.get("kid")
-        if kid is not None and type(kid) is not str:
+        if "kid" in header and type(header["kid"]) is not str:  # null included: no kid is absent
             raise InvalidToken("The access token is malformed", reason="bad_kid")
+        if "b64" in header:
+            # RFC 7797 §7: the unencoded-payload option is not for JWTs, whatever its value.
+            raise InvalidToken("The access token uses an unsupported extension", reason="b64")
         return alg
 
     def check_claims(
@@ -405,6 +407,9 @@ class ClaimRules:
             value = claims.get(name)
             if value is not None and type(value) is not str:
                 raise InvalidToken(f"The access token's {name} is malformed", reason="bad_claim")
+        if self.strict_typ and not introspected and type(claims.get("scope", "")) is not str:
+            # RFC 9068 §2.2.3.1: scope is a space-delimited string, never a list.
+            raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
         client = self.client_id(claims)
         if self.client_ids is not None and client not in self.client_ids:
             raise InvalidToken(

@@ -47,6 +47,7 @@ Reason: TypeAlias = Literal[
     "bad_kid",
     "bad_typ",
     "crit",
+    "b64",
     # keys and signature (401)
     "unknown_kid",
     "no_key",

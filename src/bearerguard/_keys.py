@@ -7,6 +7,7 @@ per fetch, so the request path only looks up a tuple and calls ``verify``.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
@@ -96,7 +98,17 @@ class VerificationKey:
     which issuer (or issuer template) each key may sign for.
     """
 
-    __slots__ = ("_alg_obj", "_key", "active", "alg", "bound_issuer", "issuer", "kid", "kty")
+    __slots__ = (
+        "_alg_obj",
+        "_identity",
+        "_key",
+        "active",
+        "alg",
+        "bound_issuer",
+        "issuer",
+        "kid",
+        "kty",
+    )
 
     def __init__(
         self,
@@ -116,6 +128,8 @@ class VerificationKey:
         self._key = key
         self._alg_obj = _ALGORITHMS[alg]
         self.active = True
+        # Once, here: whatever the material, it fails while the key is parsed (and skipped).
+        self._identity = (kid, alg, _fingerprint(key))
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         if self.kty == "oct":
@@ -125,20 +139,22 @@ class VerificationKey:
 
     def identity(self) -> tuple[str | None, str, str]:
         """What makes two fetches' keys the same key (kid, alg and public material)."""
-        return (self.kid, self.alg, _fingerprint(self._key))
+        return self._identity
 
     def __repr__(self) -> str:
         return f"VerificationKey(kid={self.kid!r}, alg={self.alg!r}, issuer={self.issuer!r})"
 
 
 def _fingerprint(key: Any) -> str:
+    """SHA-256 of the public key's DER form: fixed-size, whatever the key's size.
+
+    (A decimal repr of the numbers overflowed Python's int-to-str limit for RSA
+    keys of 16384 bits.)
+    """
     if isinstance(key, bytes):
         return "oct"
-    numbers = getattr(key, "public_numbers", None)
-    if numbers is not None:
-        return repr(numbers())
-    raw = getattr(key, "public_bytes_raw", None)
-    return raw().hex() if raw is not None else repr(key)
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 class KeySet:
@@ -229,7 +245,24 @@ class KeySet:
 
 
 def _parse_jwk(jwk: Any, *, issuer: str, allowed: list[str]) -> list[VerificationKey]:
-    """One JWK to zero or more verifiers, one per algorithm it is fit for."""
+    """One JWK to zero or more verifiers, one per algorithm it is fit for.
+
+    Whatever a JWK holds, the worst it can do is be skipped: one hostile key must
+    not cost the issuer's whole key set.
+    """
+    try:
+        return _read_jwk(jwk, issuer=issuer, allowed=allowed)
+    except Exception as exc:
+        kid = jwk.get("kid") if isinstance(jwk, Mapping) else None
+        log.warning(
+            "bearerguard.jwks.key_skipped kid=%r reason=%s",
+            kid if isinstance(kid, str) else None,
+            type(exc).__name__,
+        )
+        return []
+
+
+def _read_jwk(jwk: Any, *, issuer: str, allowed: list[str]) -> list[VerificationKey]:
     if not isinstance(jwk, Mapping):
         return []
     kty = jwk.get("kty")
