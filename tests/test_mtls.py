@@ -210,6 +210,16 @@ async def test_from_a_trusted_proxy_its_own_tls_certificate_is_not_the_clients(
     assert_unproven(await get(app, token, peer=PROXY))
 
 
+async def test_tls_certificate_of_a_trusted_proxy_never_counts_even_without_a_header_setting(
+    test_issuer: TestIssuer, certificate: TestCertificate
+) -> None:
+    # trusted_proxies set for another feature (client addresses), no client_cert_header.
+    token = test_issuer.mint_certificate_bound(certificate)
+    app = over_tls(api(test_issuer, trusted_proxies=[PROXY]), certificate)
+    assert_unproven(await get(app, token, peer=PROXY))
+    assert (await get(app, token, peer="203.0.113.9")).status_code == 200
+
+
 async def test_two_certificate_headers_prove_nothing(
     test_issuer: TestIssuer, certificate: TestCertificate
 ) -> None:

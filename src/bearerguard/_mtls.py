@@ -135,7 +135,9 @@ class ClientCertificates:
 
     def thumbprint(self, scope: Scope) -> str | None:
         """The ``x5t#S256`` of the certificate this request was made with, if it proves one."""
-        if self.header is not None and self._from_proxy(scope):
+        if self.proxies and self._from_proxy(scope):
+            if self.header is None:  # the connection is the proxy's: nothing about the client
+                return None
             name = self.header.encode("ascii")
             values = [value for key, value in scope["headers"] if key == name]
             if len(values) != 1:  # none, or two: nothing a proxy vouches for
