@@ -28,7 +28,7 @@ from bearerguard import (
     authentication_required,
     require_authentication,
 )
-from bearerguard.testing import TestIssuer
+from bearerguard.testing import DPoPKey, TestIssuer
 
 pytestmark = pytest.mark.anyio
 
@@ -152,6 +152,23 @@ async def test_challenge_names_both_requirements_whichever_failed(
     assert f'acr_values="{MFA}", max_age="60"' in challenge(response)
     fresh = {"acr": MFA, "auth_time": int(time.time())}
     assert (await client.get("/both", headers=test_issuer.auth_header(fresh))).status_code == 200
+
+
+async def test_step_up_of_a_dpop_request_is_answered_on_the_dpop_challenge(
+    client: httpx.AsyncClient, test_issuer: TestIssuer
+) -> None:
+    key = DPoPKey()
+    token = test_issuer.mint({"acr": "urn:pwd"}, dpop_key=key)
+    url = "http://testserver/transfer"
+    response = await client.get("/transfer", headers=key.headers(token, "GET", url))
+    assert response.status_code == 401
+    # RFC 9470 with RFC 9449: the error goes on the scheme the client used.
+    dpop = response.headers["www-authenticate"].split("DPoP ", 1)[1]
+    assert 'error="insufficient_user_authentication"' in dpop
+    assert f'acr_values="{MFA} urn:b"' in dpop
+    strong = test_issuer.mint({"acr": MFA}, dpop_key=key)
+    ok = await client.get("/transfer", headers=key.headers(strong, "GET", url))
+    assert ok.status_code == 200, ok.text
 
 
 async def test_introspected_token_is_judged_by_its_acr_too(test_issuer: TestIssuer) -> None:
