@@ -17,7 +17,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocket
 
 from bearerguard import BearerAuthMiddleware, Issuer, TokenValidator, require_scopes, token_of
 from bearerguard.testing import DPoPKey, ManualClock, TestIssuer
@@ -568,6 +570,30 @@ async def test_insufficient_scope_on_a_dpop_request_is_answered_on_the_dpop_chal
         f'Bearer realm="api", DPoP realm="api", error="insufficient_scope", '
         f'error_description="The access token lacks a required scope", scope="admin", {ALGS}'
     )
+
+
+@pytest.mark.parametrize("htu", ["http://testserver/ws", "ws://testserver/ws"])
+def test_websocket_handshake_takes_a_dpop_proof_and_is_denied_without_one(
+    test_issuer: TestIssuer, key: DPoPKey, htu: str
+) -> None:
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        token = token_of(websocket)
+        await websocket.send_json({"sub": token.subject if token else None})
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", ws)])
+    app.add_middleware(BearerAuthMiddleware, issuer=test_issuer.issuer, audience=AUD)
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws", headers=key.headers(token, "GET", htu)) as socket:
+            assert socket.receive_json() == {"sub": "test-user"}
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            thief = DPoPKey().headers(token, "GET", htu)
+            with client.websocket_connect("/ws", headers=thief):
+                pass
+    assert denied.value.status_code == 401
+    assert 'DPoP realm="api", error="invalid_token"' in denied.value.headers["www-authenticate"]
 
 
 @pytest.mark.parametrize(

@@ -380,6 +380,45 @@ def check_firebase(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, firebase, shapes.firebase_id_token(), session, expect)
 
 
+@check("README.md", "DPoP from a browser")
+def check_dpop_browser(
+    snippet: snippets.Snippet, issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bearerguard.testing import DPoPKey
+
+    monkeypatch.setenv("DPOP_NONCE_SECRET", "a-nonce-secret-shared-by-every-replica-0123")
+    app = snippets.run(snippet, issuer.issuer)["app"]
+
+    async def items(request: Request) -> JSONResponse:
+        return JSONResponse([])
+
+    app.add_route("/items", items)
+    origin = {"Origin": "https://app.example.com"}
+    url = "https://api.example.com/items"
+    key = DPoPKey()
+    token = issuer.mint(dpop_key=key)
+    with TestClient(app) as client:
+        preflight = client.options(
+            "/items",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization, dpop",
+            },
+        )
+        assert preflight.status_code == 200
+        first = client.get("/items", headers={**origin, **key.headers(token, "GET", url)})
+        assert first.status_code == 401
+        assert 'error="use_dpop_nonce"' in first.headers["www-authenticate"]
+        exposed = first.headers["access-control-expose-headers"].lower()
+        assert "dpop-nonce" in exposed and "www-authenticate" in exposed
+        nonce = first.headers["dpop-nonce"]
+        retry = client.get(
+            "/items", headers={**origin, **key.headers(token, "GET", url, nonce=nonce)}
+        )
+        assert retry.status_code == 200, retry.text
+
+
 # -- the tests ---------------------------------------------------------------------------
 
 

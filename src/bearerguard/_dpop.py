@@ -64,7 +64,6 @@ __all__ = [
     "DPoPMode",
     "DPoPPolicy",
     "Proof",
-    "access_token_hash",
     "jwk_thumbprint",
 ]
 
@@ -104,11 +103,6 @@ _ALGORITHMS = get_default_algorithms()
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def access_token_hash(token: str) -> str:
-    """RFC 9449 §4.2 ``ath``: base64url of the SHA-256 of the token's ASCII octets."""
-    return _b64(hashlib.sha256(token.encode("ascii", "surrogateescape")).digest())
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
@@ -246,17 +240,18 @@ def _normalized(url: str) -> str | None:
     """An http(s) URL in the form RFC 9449 §4.3 compares: no query or fragment, RFC 3986 §6.2.
 
     Scheme and host lower-cased, the default port dropped, an empty path made ``/``,
-    percent-encodings upper-cased and unreserved characters decoded. ``None`` for
-    anything that is not an absolute http(s) URL.
+    percent-encodings upper-cased and unreserved characters decoded. A WebSocket URL
+    counts as its handshake's http(s) URL (``wss://`` is ``https://``). ``None`` for
+    anything that is not an absolute http(s) or ws(s) URL.
     """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None
-    scheme = parts.scheme.lower()
+    scheme = _WEB_SCHEMES.get(parts.scheme.lower())
     host = parts.hostname
-    if scheme not in ("http", "https") or not host or parts.username or parts.password:
+    if scheme is None or not host or parts.username or parts.password:
         return None
     netloc = host if ":" not in host else f"[{host}]"
     if port is not None and f":{port}" != _DEFAULT_PORTS[scheme]:
@@ -484,8 +479,10 @@ class DPoPGuard:
 
     # -- the request path ---------------------------------------------------------------
 
-    def check(self, scope: Scope, token: str) -> Proof:
-        """Verify the request's one DPoP proof for ``token`` (RFC 9449 §4.3, §7.1).
+    def check(self, scope: Scope, token_digest: bytes) -> Proof:
+        """Verify the request's one DPoP proof for the token of this SHA-256 (RFC 9449 §4.3, §7.1).
+
+        The digest is the validator's cache key, so ``ath`` costs no second hash.
 
         Raises :class:`InvalidDPoPProof` (401 ``invalid_dpop_proof``) for a missing,
         repeated or bad proof and :class:`UseDPoPNonce` when a server nonce is needed.
@@ -537,7 +534,7 @@ class DPoPGuard:
             raise _refuse("The DPoP proof is too old or from the future", "dpop_stale")
         ath = claims.get("ath")
         if type(ath) is not str or not hmac.compare_digest(
-            ath.encode("ascii", "replace"), access_token_hash(token).encode("ascii")
+            ath.encode("ascii", "replace"), _b64(token_digest).encode("ascii")
         ):
             raise _refuse("The DPoP proof is not for this access token", "dpop_bad_ath")
         next_nonce = self._check_nonce(claims.get("nonce"), now)

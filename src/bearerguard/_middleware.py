@@ -370,14 +370,17 @@ class BearerAuthMiddleware:
     async def _prove_dpop(self, scope: Scope, token: str) -> tuple[AccessToken, Proof]:
         """A DPoP request (RFC 9449 §7.1): the proof, the token, their binding, then the jti.
 
-        The proof is checked before the token, so a request without a good proof
-        costs no key fetch or introspection; its ``jti`` is spent last, so only a
-        request that passed everything can use up a proof.
+        The proof is checked before an uncached token is decided, so a request
+        without a good proof costs no key fetch or introspection; its ``jti`` is
+        spent last, so only a request that passed everything can use up a proof.
         """
         guard = self.dpop
         assert guard is not None
-        proof = guard.check(scope, token)
-        validated = await self.validator.validate(token)
+        validator = self.validator
+        digest, validated = validator.lookup(token)  # a cache hit, or nothing done yet
+        proof = guard.check(scope, digest)
+        if validated is None:
+            validated = await validator.decide(token, digest)
         if validated.confirmation is None:
             raise InvalidToken(
                 "The access token is not bound to a DPoP key", reason="dpop_unbound_token"
