@@ -8,6 +8,7 @@ serves without a token.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,6 +241,27 @@ def test_websocket_refusal_names_the_resource_metadata(test_issuer: TestIssuer) 
         pass
     assert denied.value.status_code == 401
     assert "resource_metadata=" in denied.value.headers["www-authenticate"]
+
+
+def test_a_resource_no_issuer_accepts_as_audience_is_warned_about_at_startup(
+    test_issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bearerguard.middleware"):
+        BearerAuthMiddleware(
+            FastAPI(),
+            issuer=test_issuer.issuer,
+            audience=test_issuer.audience,
+            resource_metadata=ResourceMetadata("https://api.example.com/mcp"),
+        )
+        BearerAuthMiddleware(
+            FastAPI(),
+            issuer=test_issuer.issuer,
+            audience=[test_issuer.audience, "https://api.example.com/mcp"],
+            resource_metadata=ResourceMetadata("https://api.example.com/mcp"),
+        )
+    warnings = [r for r in caplog.records if "resource_not_an_audience" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "resource=https://api.example.com/mcp" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(

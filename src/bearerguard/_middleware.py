@@ -219,6 +219,16 @@ class BearerAuthMiddleware:
         self._metadata_url = resource_metadata.url if resource_metadata is not None else None
         self._metadata_paths = resource_metadata.paths if resource_metadata else frozenset()
         self._metadata_answer: Answer | None = None
+        if resource_metadata is not None:
+            audiences = {a for st in validator.issuers.values() for a in st.config.audiences}
+            if audiences and resource_metadata.resource not in audiences:
+                # RFC 8707 clients ask for tokens for `resource`; if no issuer's audience
+                # names it, every such token will be refused (MCP clients always ask).
+                log.warning(
+                    "bearerguard.metadata.resource_not_an_audience resource=%s audiences=%s",
+                    resource_metadata.resource,
+                    ",".join(sorted(audiences)),
+                )
         # The metadata paths are public: they are found where excluded paths are, so a
         # request for anything else pays nothing for them.
         exact, prefixes = exclusions(exclude_paths)
