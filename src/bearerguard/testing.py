@@ -108,6 +108,39 @@ def generate_key(alg: str) -> Any:
     raise ValueError(f"TestIssuer cannot make keys for {alg!r}; use one of {_SIGNING_ALGS}")
 
 
+class _KeyPool:
+    """Keys made once per process and lent to issuers: an RSA key costs about 0.1 s to make.
+
+    A key is lent to one issuer at a time, so two live issuers never share a key,
+    and an issuer keeps every key it was lent until it closes, so it never gets the
+    same key twice (a rotation always brings a new key). A closed issuer's keys
+    serve the next one: a suite that makes hundreds of issuers makes a few keys.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[str, list[Any]] = {}
+
+    @staticmethod
+    def _kind(alg: str) -> str:
+        return "RSA" if alg.startswith(("RS", "PS")) else alg  # RS* and PS* use one RSA key
+
+    def lend(self, alg: str) -> Any:
+        with self._lock:
+            free = self._free.get(self._kind(alg))
+            if free:
+                return free.pop()
+        return generate_key(alg)
+
+    def give_back(self, lent: Iterable[tuple[str, Any]]) -> None:
+        with self._lock:
+            for alg, key in lent:
+                self._free.setdefault(self._kind(alg), []).append(key)
+
+
+_POOL = _KeyPool()
+
+
 def _alg_for_key(key: Any) -> str:
     if isinstance(key, rsa.RSAPrivateKey):
         return "RS256"
@@ -424,6 +457,8 @@ class TestIssuer:
         self._counter = 0
         self._published: list[_Key] = []
         self._current: dict[str, _Key] = {}
+        #: Keys lent by the pool, given back at close (never earlier: see _KeyPool).
+        self._lent: list[tuple[str, Any]] = []
         self._default_alg = algs[0]
         for alg in dict.fromkeys(algs):
             self._add_key(alg)
@@ -452,7 +487,8 @@ class TestIssuer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            # Closing waits for the next poll: 10 ms keeps a suite of issuers quick.
+            kwargs={"poll_interval": 0.01},
             name=f"bearerguard-test-issuer-{self.port}",
             daemon=True,
         )
@@ -470,6 +506,9 @@ class TestIssuer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        with self._lock:
+            _POOL.give_back(self._lent)
+            self._lent.clear()
 
     stop = close
 
@@ -580,11 +619,18 @@ class TestIssuer:
     def _add_key(self, alg: str, private: Any = None) -> _Key:
         with self._lock:
             self._counter += 1
-            private = private if private is not None else generate_key(alg)
+            if private is None:
+                private = self._lend(alg)
             thumb = hashlib.sha256(repr(private.public_key()).encode() + uuid.uuid4().bytes)
             key = _Key(f"{alg.lower()}-{self._counter}-{thumb.hexdigest()[:8]}", alg, private)
             self._published.append(key)
             self._current[alg] = key
+            return key
+
+    def _lend(self, alg: str) -> Any:
+        with self._lock:
+            key = _POOL.lend(alg)
+            self._lent.append((alg, key))
             return key
 
     @property
@@ -817,7 +863,7 @@ class TestIssuer:
         """Signed with a key this issuer never published, under a kid it never used."""
         alg = kwargs.pop("alg", None) or self._default_alg
         kwargs.setdefault("kid", f"unknown-{uuid.uuid4().hex[:8]}")
-        return self.mint(claims, alg=alg, key=generate_key(alg), **kwargs)
+        return self.mint(claims, alg=alg, key=self._lend(alg), **kwargs)
 
     def mint_alg_none(self, claims: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """An unsigned token (``alg: none``), the oldest trick in the book."""
