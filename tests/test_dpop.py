@@ -333,6 +333,36 @@ async def test_proof_key_must_be_the_key_the_token_is_bound_to(
     assert response.json()["error"] == "invalid_token"
 
 
+def test_jkt_is_the_rfc_7638_thumbprint_of_the_proof_key() -> None:
+    from bearerguard._dpop import jwk_thumbprint
+
+    # RFC 7638 §3.1 and the key of RFC 9449's example proof (§4.1, bound in §6.1).
+    rfc7638 = {
+        "kty": "RSA",
+        "e": "AQAB",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
+        "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YG"
+        "jQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-"
+        "bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    rfc9449 = {
+        "kty": "EC",
+        "x": "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+        "y": "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA",
+        "crv": "P-256",
+    }
+    for jwk, expected in (
+        (rfc7638, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"),
+        (rfc9449, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"),
+    ):
+        assert jwk_thumbprint(jwk) == expected
+        helper = DPoPKey("ES256")
+        helper.jwk = jwk  # the testing helper computes it on its own: both must agree
+        assert helper.thumbprint == expected
+
+
 async def test_dpop_bound_token_sent_as_bearer_is_refused(
     build: Factory, test_issuer: TestIssuer, key: DPoPKey
 ) -> None:

@@ -1187,15 +1187,13 @@ class DPoPKey:
                     target[name] = value
         signing = signer if signer is not None else self
         alg = header.get("alg", signing.alg)
-        if alg != "none" and alg not in _ALGORITHMS:
-            alg = signing.alg  # a header alg nothing can sign with: sign with the key's own
-        # An HMAC alg (a deliberately wrong proof) is signed with a made-up shared secret.
-        private = (
-            b"a-secret-no-dpop-verifier-may-accept-000000000000"
-            if alg in _HMAC
-            else signing.private
-        )
-        return _sign(header, body, alg, private)
+        if isinstance(alg, str) and alg in _HMAC:
+            # An HMAC alg (a deliberately wrong proof) is signed with a made-up shared secret.
+            return _sign(header, body, alg, b"a-secret-no-dpop-verifier-may-accept-000000000000")
+        try:
+            return _sign(header, body, str(alg), signing.private)
+        except Exception:  # a header alg this key cannot sign with: sign with the key's own
+            return _sign(header, body, signing.alg, signing.private)
 
     def headers(
         self, token: str, method: str, url: str, *, nonce: str | None = None, **proof_kwargs: Any
