@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-check test lint typecheck check bench services interop-deps browser-deps fuzz clean
+.PHONY: demo demo-check test lint typecheck check docs bench services interop-deps browser-deps fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ typecheck: $(STAMP)
 
 check: lint typecheck test demo-check
 
+# The documentation site (mkdocs.yml, docs/): warnings are errors.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 bench: $(STAMP) services
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks
@@ -67,4 +72,4 @@ fuzz: $(STAMP)
 	  -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info

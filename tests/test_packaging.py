@@ -118,3 +118,10 @@ def test_pytest_plugin_is_registered_by_entry_point(dist: Path) -> None:
         entry_points = wheel.read(name).decode()
     section = entry_points.split("[pytest11]", 1)[1].split("[", 1)[0]
     assert "bearerguard.pytest_plugin = bearerguard.pytest_plugin" in section
+
+
+def test_every_docs_page_is_in_the_site_navigation() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    listed = set(re.findall(r"^  - [^:]+: (\S+\.md)$", config, re.M))
+    assert pages == listed
