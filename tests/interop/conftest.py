@@ -41,10 +41,13 @@ def api(oidc_provider: OIDCProvider) -> ApiFactory:
 
     By default the API is the JWT resource and authenticates to introspection as
     ``interop-rs``; ``leeway=0`` so a lifetime of a few seconds means what it says.
+    ``middleware={...}`` passes the middleware's own keywords.
     """
 
     @asynccontextmanager
-    async def serve(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def serve(
+        middleware: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         client_id, client_secret = oidc_provider.client("resource_server")
         settings: dict[str, Any] = {
             "issuer": oidc_provider.issuer,
@@ -54,7 +57,7 @@ def api(oidc_provider: OIDCProvider) -> ApiFactory:
             "leeway": 0.0,
         }
         settings.update(options)
-        app = build_api(Issuer(**settings))
+        app = build_api(Issuer(**settings), **(middleware or {}))
         transport = httpx.ASGITransport(app=app)
         async with (
             lifespan(app),

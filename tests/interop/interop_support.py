@@ -32,7 +32,7 @@ from bearerguard import (
     current_token,
     require_scopes,
 )
-from bearerguard.testing import DPoPKey
+from bearerguard.testing import DPoPKey, TestCertificate
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "provider.mjs"
@@ -209,20 +209,27 @@ class OIDCProvider:
         alg: str | None = None,
         ttl: int | None = None,
         dpop: DPoPKey | None = None,
+        certificate: TestCertificate | None = None,
     ) -> str:
         """A client_credentials access token for one resource indicator (RFC 8707).
 
         With ``dpop`` the request carries a DPoP proof of that key (RFC 9449 §5) and
-        the token comes back bound to it (``token_type`` ``DPoP``).
+        the token comes back bound to it (``token_type`` ``DPoP``). With
+        ``certificate`` the mTLS client asks, presenting that certificate as a TLS
+        proxy would forward it, and the token comes back bound to it (RFC 8705 §3).
         """
         headers = {}
+        client = "client"
+        if certificate is not None:
+            headers["X-Interop-Client-Cert"] = certificate.header_value("escaped-pem")
+            client = "mtls_client"
         if dpop is not None:
             headers["DPoP"] = dpop.proof("POST", f"{self.issuer}/token")
         if alg is not None:
             headers["X-Interop-Alg"] = alg
         if ttl is not None:
             headers["X-Interop-TTL"] = str(ttl)
-        async with httpx.AsyncClient(timeout=5.0, auth=self.client("client")) as http:
+        async with httpx.AsyncClient(timeout=5.0, auth=self.client(client)) as http:
             answer = await http.post(
                 f"{self.issuer}/token",
                 data={"grant_type": "client_credentials", "resource": resource, "scope": scope},
@@ -296,10 +303,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def build_api(issuer: Issuer) -> FastAPI:
-    """The API under test: FastAPI with the documented one-line add_middleware."""
+def build_api(issuer: Issuer, **middleware: Any) -> FastAPI:
+    """The API under test: FastAPI with the documented one-line add_middleware.
+
+    ``middleware`` are the middleware's own keywords (``trusted_proxies``, ...).
+    """
     app = FastAPI()
-    app.add_middleware(BearerAuthMiddleware, issuers=[issuer])
+    app.add_middleware(BearerAuthMiddleware, issuers=[issuer], **middleware)
 
     @app.get("/items")
     async def read_items(token: Annotated[AccessToken, Depends(current_token)]) -> dict[str, Any]:

@@ -16,6 +16,8 @@
 // Per-request knobs on the token endpoint (headers, so the grant stays standard):
 //   X-Interop-Alg: ES256|RS256   signing alg of a JWT access token (default RS256)
 //   X-Interop-TTL: SECONDS       lifetime of this one access token
+//   X-Interop-Client-Cert: PEM   (URL-encoded) the client certificate a TLS proxy would
+//                                forward; tokens of interop-mtls-client are bound to it
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import http from 'node:http';
@@ -53,6 +55,11 @@ const CLIENTS = {
   resource_server_post: {
     client_id: 'interop-rs-post',
     client_secret: 'interop-rs-post-secret-0123456789abcdef',
+  },
+  // RFC 8705 §3: its tokens are bound to the client certificate it presents.
+  mtls_client: {
+    client_id: 'interop-mtls-client',
+    client_secret: 'interop-mtls-client-secret-0123456789abcdef',
   },
 };
 const RESOURCE_SERVER_CLIENTS = new Set([
@@ -235,6 +242,15 @@ function buildProvider(issuer) {
         scope: SCOPES.join(' '),
       },
       {
+        ...CLIENTS.mtls_client,
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+        scope: SCOPES.join(' '),
+        tls_client_certificate_bound_access_tokens: true,
+      },
+      {
         ...CLIENTS.resource_server,
         grant_types: [],
         response_types: [],
@@ -264,6 +280,19 @@ function buildProvider(issuer) {
       // RFC 9449: a token request with a DPoP proof gets a token bound to its key
       // (cnf.jkt in the JWT, and in the introspection answer of an opaque one).
       dPoP: { enabled: true },
+      // RFC 8705 certificate-bound tokens. No TLS here: the test client's certificate
+      // arrives as a URL-encoded PEM in X-Interop-Client-Cert, as a TLS-terminating
+      // proxy would forward it; the provider hashes it into cnf["x5t#S256"].
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate: (ctx) => {
+          const header = ctx.get('x-interop-client-cert');
+          return header ? decodeURIComponent(header) : undefined;
+        },
+        certificateAuthorized: () => true,
+        certificateSubjectMatches: () => false,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => undefined,
