@@ -479,6 +479,27 @@ async def test_a_full_in_process_replay_store_is_an_outage_never_a_silent_evicti
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
 
 
+async def test_dpop_refusals_and_replay_store_outages_are_counted_in_metrics(
+    build: Factory, test_issuer: TestIssuer, key: DPoPKey, server: RedisServer
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bearerguard.metrics import PrometheusObserver
+
+    registry = CollectorRegistry()
+    app = build(dpop_replay_storage=server.url, observer=PrometheusObserver(registry))
+    headers = test_issuer.dpop_headers(key, "GET", URL, audience=AUD)
+    assert (await call(app, headers)).status_code == 200
+    assert (await call(app, headers)).status_code == 401  # replayed
+    server.kill()
+    assert (
+        await call(app, test_issuer.dpop_headers(key, "GET", URL, audience=AUD))
+    ).status_code == 200
+    text = generate_latest(registry).decode()
+    assert 'bearerguard_validations_total{outcome="rejected",reason="dpop_replayed"} 1.0' in text
+    assert "bearerguard_dpop_replay_store_errors_total 1.0" in text
+
+
 # -- RFC 9449 §8: server nonces ------------------------------------------------------------
 
 

@@ -100,6 +100,8 @@ class Snapshot:
     ratelimit_storage_errors: int
     #: Tokens reported as used from too many networks (``token_sharing``), since start.
     tokens_shared: int = 0
+    #: DPoP proofs accepted without a replay check (the store was down or full), since start.
+    dpop_replay_errors: int = 0
 
 
 class Observer:
@@ -160,6 +162,7 @@ class Observer:
         entries = 0
         storage_errors = 0
         shared = 0
+        replay_errors = 0
         for middleware in list(self._sources):
             validator = middleware.validator
             entries += len(validator.cache)
@@ -168,11 +171,13 @@ class Observer:
                 storage_errors += limiter.storage_errors
             if middleware.sharing is not None:
                 shared += middleware.sharing.flagged
+            if middleware.dpop is not None:
+                replay_errors += middleware.dpop.replay.errors
             now = validator.clock()
             for state in validator.issuers.values():
                 issuers.setdefault(state.config.issuer, []).append(_issuer_stats(state, now))
         merged = tuple(_merge(rows) for rows in issuers.values())
-        return Snapshot(merged, entries, storage_errors, shared)
+        return Snapshot(merged, entries, storage_errors, shared, replay_errors)
 
 
 def notify(method: Callable[..., None], *args: Any) -> None:

@@ -257,6 +257,11 @@ class _PrometheusCollector:
             "Tokens seen from more networks at once than token_sharing allows",
             value=snapshot.tokens_shared,
         )
+        yield CounterMetricFamily(
+            f"{ns}_dpop_replay_store_errors",
+            "DPoP proofs decided without the replay store (it failed, was cooling down or full)",
+            value=snapshot.dpop_replay_errors,
+        )
 
 
 class OpenTelemetryObserver(_Tallies):
@@ -345,6 +350,11 @@ class OpenTelemetryObserver(_Tallies):
             callbacks=[self._observe_tokens_shared],
             description="Tokens seen from more networks at once than token_sharing allows",
         )
+        meter.create_observable_counter(
+            "bearerguard.dpop.replay_store_errors",
+            callbacks=[self._observe_dpop_replay_errors],
+            description="DPoP proofs decided without the replay store",
+        )
 
     def validation(
         self, token: AccessToken | None, error: AuthError | None, seconds: float
@@ -401,6 +411,11 @@ class OpenTelemetryObserver(_Tallies):
         from opentelemetry.metrics import Observation
 
         return [Observation(self.snapshot().tokens_shared)]
+
+    def _observe_dpop_replay_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(self.snapshot().dpop_replay_errors)]
 
     def _issuer_callback(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
