@@ -38,6 +38,7 @@ from bearerguard import (
     AuthError,
     BearerAuthMiddleware,
     FetchPolicy,
+    Issuer,
     Observer,
     current_token,
     optional_token,
@@ -624,3 +625,98 @@ def test_rule7_strict_headers_and_claims(test_issuer: TestIssuer) -> None:
         assert_invalid_token(strict_tc.get("/me", headers=bearer(as_list)))
         as_string = signed(header, claims, test_issuer)
         assert strict_tc.get("/me", headers=bearer(as_string)).is_success
+
+
+# -- rule 10: nothing leaks, nothing is mutable -----------------------------------------------
+
+
+async def test_rule10_nothing_leaks_nothing_is_mutable(test_issuer: TestIssuer) -> None:
+    # Reprs hide secrets (and the password of a Redis URL).
+    issuer = Issuer(
+        issuer=test_issuer.issuer,
+        audience=AUD,
+        client_id="api",
+        client_secret="introspection-s3cret",
+        cache_url="redis://:redis-pa55word@127.0.0.1:6379/0",
+        shared_secret="hmac-secret-" + "x" * 32,
+        algorithms=["RS256", "HS256"],
+        fetch=FetchPolicy(timeout=1.0),
+    )
+    shown = repr(issuer) + repr(issuer.fetch) + str(issuer)
+    for secret in ("introspection-s3cret", "redis-pa55word", "hmac-secret-"):
+        assert secret not in shown
+    assert "client_id='api'" in shown and "127.0.0.1:6379" in shown
+
+    # AccessToken.claims is immutable all the way down, as the cache serves it again.
+    mutations: list[str] = []
+
+    async def mutate(request: Request) -> JSONResponse:
+        token = token_of(request)
+        assert token is not None
+        claims: Any = token.claims
+        attempts = [
+            lambda: claims.__setitem__("sub", "mallory"),
+            lambda: claims["realm_access"].__setitem__("roles", ["admin"]),
+            lambda: claims["realm_access"]["roles"].append("admin"),
+            lambda: claims["groups"].append("admin"),
+            lambda: claims["groups"][0].__setitem__("name", "admins"),
+        ]
+        for attempt in attempts:
+            try:
+                attempt()
+                mutations.append("changed")
+            except (TypeError, AttributeError):
+                pass
+        return JSONResponse({"roles": list(claims["realm_access"]["roles"])})
+
+    nested = {"realm_access": {"roles": ["reader"]}, "groups": [{"name": "staff"}]}
+    app = Starlette(routes=[Route("/me", mutate)])
+    app.add_middleware(BearerAuthMiddleware, issuer=test_issuer.issuer, audience=AUD)
+    token = test_issuer.mint(nested, audience=AUD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for _ in range(2):  # the second request is served the cached AccessToken
+            assert (await c.get("/me", headers=bearer(token))).json() == {"roles": ["reader"]}
+    assert mutations == []
+
+    # current_token without the middleware names it, rather than a silent 401.
+    bare = FastAPI()
+
+    @bare.get("/me")
+    async def me(token: AccessToken = Depends(current_token)) -> dict[str, str]:
+        return {}
+
+    with TestClient(bare) as tc, pytest.raises(RuntimeError, match="BearerAuthMiddleware"):
+        tc.get("/me", headers=bearer(token))
+
+    # token_in_form=True: a token in the header means the body is never read by us.
+    reads_before_app: list[int] = []
+    reads = 0
+
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        reads_before_app.append(reads)
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guarded = BearerAuthMiddleware(
+        raw_app, issuer=test_issuer.issuer, audience=AUD, token_in_form=True
+    )
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        async def counted() -> Any:
+            nonlocal reads
+            reads += 1
+            return await receive()
+
+        await guarded(scope, counted, send)
+
+    transport = httpx.ASGITransport(app=counting)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        form = {"note": "x" * 1000}
+        assert (await c.post("/up", data=form, headers=bearer(token))).status_code == 200
+        reads = 0
+        in_body = await c.post("/up", data={**form, "access_token": token})
+        assert in_body.status_code == 200
+    # The header token: nothing read before the app; the form token: the body was read.
+    assert reads_before_app[0] == 0 and reads_before_app[1] >= 1

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -91,6 +92,23 @@ class FetchPolicy:
                 raise ValueError(f"FetchPolicy.{name} must be an integer")
         if not 0 < self.refresh_ahead <= 1:
             raise ValueError("FetchPolicy.refresh_ahead must be in (0, 1]")
+
+
+#: Issuer fields never shown in a repr.
+_SECRET_FIELDS = frozenset({"client_secret", "shared_secret"})
+
+
+def _without_password(text: str) -> str:
+    """A URL with the password of its userinfo replaced (``redis://:pw@host`` included)."""
+    try:
+        parts = urlsplit(text)
+        if parts.password is None:
+            return text
+    except ValueError:
+        return text
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +255,21 @@ class Issuer:
                 f"the issuer template {issuer!r} has no discovery document of its own: "
                 "give metadata_url (its tenant-independent document) or jwks_uri"
             )
+
+    def __repr__(self) -> str:
+        """The dataclass repr with the secrets hidden and passwords taken out of URLs,
+        so an Issuer in a log line or a traceback gives nothing away."""
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in _SECRET_FIELDS and value is not None:
+                text = "'***'"
+            elif isinstance(value, str):
+                text = repr(_without_password(value))
+            else:
+                text = repr(value)
+            shown.append(f"{item.name}={text}")
+        return f"Issuer({', '.join(shown)})"
 
     @property
     def audiences(self) -> tuple[str, ...]:

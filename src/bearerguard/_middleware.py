@@ -497,15 +497,11 @@ class BearerAuthMiddleware:
                         "The token was sent in more than one place", reason="two_locations"
                     )
                 token, in_url = from_query, True
-        if self.token_in_form and scope["type"] == "http" and _is_form(scope):
+        # A token found already means the body is never read: an upload behind a header
+        # token streams to the application untouched (and is never buffered by us).
+        if token is None and self.token_in_form and scope["type"] == "http" and _is_form(scope):
             body, receive = await _buffer_body(receive)
-            in_form = find_in_form(body, limit)
-            if in_form is not None:
-                if token is not None:
-                    raise InvalidRequest(
-                        "The token was sent in more than one place", reason="two_locations"
-                    )
-                token = in_form
+            token = find_in_form(body, limit)
         return token, receive, in_url, dpop
 
     async def _refuse(

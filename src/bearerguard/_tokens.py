@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from starlette.authentication import AuthCredentials, BaseUser
 
-__all__ = ["AccessToken", "GrantedScopes", "TokenUser"]
+__all__ = ["AccessToken", "GrantedScopes", "TokenUser", "frozen"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,13 @@ class AccessToken:
     #: bearer token); judged once here so unbound tokens cost nothing per request.
     confirmation: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # One AccessToken serves every later request for the same token from the cache:
+        # nothing in it may change, nested claims included. Once per token, not per request.
+        object.__setattr__(self, "claims", frozen(self.claims))
+        if self.confirmation is not None:
+            object.__setattr__(self, "confirmation", frozen(self.confirmation))
+
     @property
     def short_hash(self) -> str:
         """Twelve hex characters: enough to correlate log lines, useless to an attacker."""
@@ -45,6 +52,16 @@ class AccessToken:
     def has_scopes(self, *required: str) -> bool:
         """True when every required scope was granted."""
         return self.scopes.issuperset(required)
+
+
+def frozen(value: Any) -> Any:
+    """A JSON value made read-only all the way down: objects become read-only mappings,
+    arrays tuples; strings, numbers, booleans and ``None`` are immutable already."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: frozen(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(frozen(item) for item in value)
+    return value
 
 
 class TokenUser(BaseUser):

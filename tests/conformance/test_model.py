@@ -74,7 +74,9 @@ def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], mode: str
         return None
     if "crit" in header:
         return None
-    if header.get("kid") is not None and not isinstance(header["kid"], str):
+    if "kid" in header and not isinstance(header["kid"], str):  # null is no kid either
+        return None
+    if "b64" in header:  # RFC 7797 §7
         return None
     if claims.get("iss") != issuer:
         return None
@@ -97,6 +99,8 @@ def model(issuer: str, header: dict[str, Any], claims: dict[str, Any], mode: str
             return None
     if strict and any(claims.get(n) is None for n in ("sub", "client_id", "iat", "jti")):
         return None
+    if strict and "scope" in claims and not isinstance(claims["scope"], str):
+        return None  # RFC 9068 §2.2.3.1
     if any(claims.get(n) is not None and not isinstance(claims[n], str) for n in ("sub", "jti")):
         return None
     # The client is the first of client_id, azp present (RFC 9068 §2.2, then OIDC's azp);
