@@ -143,6 +143,8 @@ class ClientCertificates:
             if len(values) != 1:  # none, or two: nothing a proxy vouches for
                 return None
             value = values[0]
+            if len(value) > _MAX_HEADER_BYTES:  # never decoded, never remembered
+                return None
             if value not in self._thumbprints:
                 self._remember(value, _der_from_header(value))
             return self._thumbprints[value]
