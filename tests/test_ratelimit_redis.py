@@ -245,3 +245,65 @@ async def test_route_limit_fails_closed_with_the_middleware_limiter(
     server.kill()
     with pytest.raises(Unavailable):
         await guard.check(scope)
+
+
+# -- one round trip for what arrives together ---------------------------------------------
+
+
+async def test_concurrent_hits_from_one_process_share_round_trips(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    limiter = make(limiters, "1000/minute;5000/hour", storage=server.url, storage_timeout=30)
+    batched = limiter._shared.moving_window
+    assert batched is not None
+    await limiter.hit(token("warm-up"))  # a fresh Redis learns the script on the first batch
+    batched.checks = batched.round_trips = 0
+    tokens = [token(f"user{i}") for i in range(100)]
+    decisions = await asyncio.gather(*(limiter.hit(t) for t in tokens))
+    assert all(d.remaining == 999 for d in decisions)
+    assert batched.checks == 100
+    assert batched.round_trips == 1  # a hundred hits, both limits each: one pipeline
+
+
+async def test_a_redis_that_lost_its_scripts_is_taught_them_again(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    limiter = make(limiters, "5/minute", storage=server.url, storage_timeout=30)
+    tok = token()
+    assert (await limiter.hit(tok)).remaining == 4
+    server.kill()
+    server.start()  # same port, empty: no scripts, no counts
+    await limiter.hit(tok)  # may meet the pooled connection the restart closed: an outage
+    errors = limiter.storage_errors
+    limiter._shared.down_until = 0.0
+    assert (await limiter.hit(tok)).remaining in (3, 4)  # counted afresh, script loaded again
+    assert limiter.storage_errors == errors
+
+
+async def test_batched_moving_window_shares_budgets_with_limits_own_code(
+    server: RedisServer, limiters: list[RateLimiter]
+) -> None:
+    """A replica on limits' own moving window (two scripts a hit) and one batched: one budget."""
+    from limits import parse
+    from limits.aio.strategies import MovingWindowRateLimiter
+    from limits.storage import storage_from_string
+
+    limiter = make(limiters, "10/minute", storage=server.url)
+    theirs = MovingWindowRateLimiter(
+        storage_from_string(f"async+{server.url}", implementation="redispy")
+    )
+    tok = token()
+    assert (await limiter.hit(tok)).remaining == 9
+    key = "/".join(("bearerguard", "mw", "", *limiter._identity(tok)))  # as the limiter keys it
+    item = parse("10/minute")
+    for _ in range(4):
+        assert await theirs.hit(item, key)
+    stats = await theirs.get_window_stats(item, key)
+    decision = await limiter.hit(tok)
+    assert decision.remaining == stats.remaining - 1 == 4
+    assert await spend(limiter, tok, 5) == [True] * 4 + [False]
+    assert not await theirs.hit(item, key)
+
+
+async def spend(limiter: RateLimiter, tok: AccessToken, n: int) -> list[bool]:
+    return [await attempt(limiter, tok) for _ in range(n)]

@@ -21,6 +21,7 @@ from limits.storage import storage_from_string
 
 from bearerguard._flight import SingleFlight
 from bearerguard._ratelimit_memory import MovingWindowMemory
+from bearerguard._ratelimit_redis import RedisMovingWindow
 
 __all__ = ["SharedStorage", "async_storage_uri", "redacted", "supports"]
 
@@ -65,6 +66,7 @@ class SharedStorage:
         "connected",
         "cooldown",
         "down_until",
+        "moving_window",
         "storage",
         "uri",
     )
@@ -105,6 +107,16 @@ class SharedStorage:
         #: others are writing on (AttributeError on a None writer, seen with a real cluster).
         self.connected = not scheme.startswith(("async+redis+cluster", "async+valkey+cluster"))
         self._connecting: SingleFlight[bool] = SingleFlight()
+        #: One Redis server or a sentinel's master: moving-window hits batched per loop
+        #: iteration, one script call each (a cluster keeps limits' path).
+        self.moving_window: RedisMovingWindow | None = None
+        bridge = getattr(storage, "bridge", None)
+        if (
+            scheme in ("async+redis", "async+rediss", "async+redis+sentinel", "async+unix")
+            and bridge is not None
+            and hasattr(bridge, "get_connection")
+        ):
+            self.moving_window = RedisMovingWindow(bridge.get_connection(), bridge.key_prefix)
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
@@ -120,6 +132,8 @@ class SharedStorage:
     async def aclose(self) -> None:
         """Release the redis-py pool or the memory expiry task (``limits`` has no close)."""
         await self._connecting.aclose()
+        if self.moving_window is not None:
+            await self.moving_window.aclose()
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         closer = getattr(client, "aclose", None)
         if closer is not None:
