@@ -492,3 +492,26 @@ def test_auth_time_in_the_future_is_refused() -> None:
 @pytest.mark.parametrize("value", ["1700000000", True, None, [1]])
 def test_auth_time_that_is_not_a_number_is_refused(value: Any) -> None:
     assert reason(rules().check_claims, claims(auth_time=value), NOW) == "bad_auth_time"
+
+
+# -- collecting every failure (inspect) ------------------------------------------------------
+
+
+def test_collecting_lists_every_broken_rule_and_the_first_is_the_one_raised() -> None:
+    bad = claims(iss="https://evil.example", aud="other", exp=NOW - 3600, sub=5)
+    failures: list[InvalidToken] = []
+    rules().check_claims(bad, NOW, failures=failures)
+    assert [f.reason for f in failures] == ["bad_iss", "bad_aud", "expired", "bad_claim"]
+    assert reason(rules().check_claims, bad, NOW) == failures[0].reason
+
+
+def test_collecting_lists_every_broken_header_rule() -> None:
+    failures: list[InvalidToken] = []
+    rules().check_header({"alg": "none", "crit": ["x"], "typ": "dpop+jwt", "kid": 7}, failures)
+    assert [f.reason for f in failures] == ["bad_alg", "crit", "bad_typ", "bad_kid"]
+
+
+def test_a_refusal_names_the_claim_what_was_expected_and_what_was_found() -> None:
+    with pytest.raises(InvalidToken) as info:
+        rules().check_claims(claims(aud=["a", "b"]), NOW)
+    assert (info.value.claim, info.value.expected, info.value.found) == ("aud", [AUD], ["a", "b"])

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from bearerguard._config import TENANT_ID, TENANT_PLACEHOLDER, ClaimPath, Issuer
-from bearerguard._errors import InvalidToken
+from bearerguard._errors import InvalidToken, Reason, fail
 
 __all__ = ["ClaimRules", "read_scopes"]
 
@@ -22,6 +22,22 @@ _LENIENT_TYP = _AT_JWT | {"jwt", "application/jwt"}
 #: RFC 9068 §2.2: claims an access token must carry in strict mode.
 _RFC9068_REQUIRED = ("sub", "client_id", "iat", "jti")
 
+
+#: A date claim that is not a NumericDate: its reason and description.
+_MALFORMED_DATE: dict[str, tuple[Reason, str]] = {
+    "exp": ("bad_exp", "The access token has no valid expiry"),
+    "nbf": ("bad_nbf", "The access token's nbf is malformed"),
+    "iat": ("bad_iat", "The access token's iat is malformed"),
+    # OIDC Core §2: when the user signed in (Firebase requires this check).
+    "auth_time": ("bad_auth_time", "The access token's auth_time is malformed"),
+}
+#: A date claim that lies in the future: nbf (not valid yet), iat and auth_time (a
+#: forgery or a broken clock, never a token to trust).
+_FUTURE_DATE: dict[str, tuple[Reason, str]] = {
+    "nbf": ("not_yet_valid", "The access token is not valid yet"),
+    "iat": ("iat_future", "The access token was issued in the future"),
+    "auth_time": ("auth_time_future", "The access token's sign-in lies in the future"),
+}
 
 #: RFC 7493 §2.2: an I-JSON number fits an IEEE 754 double exactly.
 _MAX_SAFE_INT = 2**53
@@ -274,7 +290,9 @@ class ClaimRules:
             and iss.endswith(template[1])
         )
 
-    def check_tenant(self, claims: Mapping[str, Any]) -> None:
+    def check_tenant(
+        self, claims: Mapping[str, Any], failures: list[InvalidToken] | None = None
+    ) -> None:
         """A template's rule: ``tid`` fills it, the result is ``iss``, and the tenant is allowed."""
         assert self.template is not None
         tid = claims.get("tid")
@@ -284,11 +302,27 @@ class ClaimRules:
             or not TENANT_ID.fullmatch(tid)
             or iss != f"{self.template[0]}{tid}{self.template[1]}"
         ):
-            raise InvalidToken(
-                "The access token was not issued by a trusted issuer", reason="bad_iss"
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token was not issued by a trusted issuer",
+                    reason="bad_iss",
+                    claim="iss",
+                    expected=self.issuer,
+                    found=iss,
+                ),
             )
-        if self.tenants is not None and tid not in self.tenants:
-            raise InvalidToken("The access token's tenant is not allowed", reason="bad_tenant")
+        elif self.tenants is not None and tid not in self.tenants:
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token's tenant is not allowed",
+                    reason="bad_tenant",
+                    claim="tid",
+                    expected=sorted(self.tenants),
+                    found=tid,
+                ),
+            )
 
     def key_allows(self, bound_issuer: str, claims: Mapping[str, Any]) -> bool:
         """Whether a key whose JWK names ``bound_issuer`` may sign this (judged) token.
@@ -307,128 +341,279 @@ class ClaimRules:
             and bound_issuer.replace(TENANT_PLACEHOLDER, tid) == iss
         )
 
-    def check_header(self, header: Mapping[str, Any]) -> str:
+    def check_header(
+        self, header: Mapping[str, Any], failures: list[InvalidToken] | None = None
+    ) -> str:
         """Judge the protected header; return its ``alg``.
 
         ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never read: keys come only from the
         issuer's own JWKS (RFC 8725 §3.10), so a token cannot name its own key.
+        With ``failures`` every broken rule is appended there instead of raised.
         """
         alg = header.get("alg")
         if type(alg) is not str or alg not in self.algorithms:
-            raise InvalidToken("The access token's algorithm is not allowed", reason="bad_alg")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token's algorithm is not allowed",
+                    reason="bad_alg",
+                    claim="alg",
+                    expected=sorted(self.algorithms),
+                    found=alg,
+                ),
+            )
         if "crit" in header:
             # RFC 7515 §4.1.11: we understand no extension, so any crit is fatal.
-            raise InvalidToken("The access token uses an unsupported extension", reason="crit")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token uses an unsupported extension",
+                    reason="crit",
+                    claim="crit",
+                    expected=None,
+                    found=header["crit"],
+                ),
+            )
         typ = header.get("typ")
+        accepted = _AT_JWT if self.strict_typ else _LENIENT_TYP
         if typ is None:
             if self.strict_typ:
-                raise InvalidToken("The access token is not an RFC 9068 JWT", reason="bad_typ")
-        elif type(typ) is not str or (
-            typ.lower() not in (_AT_JWT if self.strict_typ else _LENIENT_TYP)
-        ):
-            raise InvalidToken("The token is not an access token", reason="bad_typ")
+                fail(
+                    failures,
+                    InvalidToken(
+                        "The access token is not an RFC 9068 JWT",
+                        reason="bad_typ",
+                        claim="typ",
+                        expected=sorted(accepted),
+                        found=None,
+                    ),
+                )
+        elif type(typ) is not str or typ.lower() not in accepted:
+            fail(
+                failures,
+                InvalidToken(
+                    "The token is not an access token",
+                    reason="bad_typ",
+                    claim="typ",
+                    expected=sorted(accepted),
+                    found=typ,
+                ),
+            )
         if "kid" in header and type(header["kid"]) is not str:  # null included: no kid is absent
-            raise InvalidToken("The access token is malformed", reason="bad_kid")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token is malformed",
+                    reason="bad_kid",
+                    claim="kid",
+                    expected="a string",
+                    found=header["kid"],
+                ),
+            )
         if "b64" in header:
             # RFC 7797 §7: the unencoded-payload option is not for JWTs, whatever its value.
-            raise InvalidToken("The access token uses an unsupported extension", reason="b64")
-        return alg
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token uses an unsupported extension",
+                    reason="b64",
+                    claim="b64",
+                    expected=None,
+                    found=header["b64"],
+                ),
+            )
+        return alg if type(alg) is str else ""  # "" only when collecting
 
     def check_claims(
-        self, claims: Mapping[str, Any], now: float, *, introspected: bool = False
+        self,
+        claims: Mapping[str, Any],
+        now: float,
+        *,
+        introspected: bool = False,
+        failures: list[InvalidToken] | None = None,
     ) -> None:
         """Judge ``iss``, ``aud``, the dates and the required claims, one leeway for all.
 
         ``introspected``: an RFC 7662 answer (§2.2), where ``iss``, ``aud`` and ``exp``
         are optional and judged only when present, and RFC 9068's required claims
         do not apply; one code path judges both kinds of token alike.
+
+        The first broken rule raises (the request path). With ``failures`` every
+        broken rule is appended there instead, in the same order, so an explanation
+        lists them all from the same code; each carries the claim, what was expected
+        and what was found.
         """
         if self.template is not None:
-            self.check_tenant(claims)
+            self.check_tenant(claims, failures)
         elif (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
-            raise InvalidToken(
-                "The access token was not issued by a trusted issuer", reason="bad_iss"
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token was not issued by a trusted issuer",
+                    reason="bad_iss",
+                    claim="iss",
+                    expected=self.issuer,
+                    found=claims.get("iss"),
+                ),
             )
         aud = claims.get("aud")
+        bad_aud: str | None = None
         if introspected and "aud" not in claims:
             pass
         elif not self.audiences:
             # No audience configured: client_ids decides who the token is for, but an
             # aud that is there must still be a StringOrURI or an array of them.
             if aud is not None and type(aud) is not str and not _strings(aud):
-                raise InvalidToken("The access token's aud is malformed", reason="bad_aud")
+                bad_aud = "The access token's aud is malformed"
         elif type(aud) is str:
             if aud not in self.audiences:
-                raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+                bad_aud = "The access token is not for this audience"
         elif _strings(aud) and aud:
             # RFC 7519 §4.1.3: each member is a StringOrURI; a list with anything
             # else is malformed, not a list to pick a match from.
             if not any(a in self.audiences for a in aud):
-                raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+                bad_aud = "The access token is not for this audience"
         else:
-            raise InvalidToken("The access token is not for this audience", reason="bad_aud")
+            bad_aud = "The access token is not for this audience"
+        if bad_aud is not None:
+            fail(
+                failures,
+                InvalidToken(
+                    bad_aud,
+                    reason="bad_aud",
+                    claim="aud",
+                    expected=sorted(self.audiences),
+                    found=aud,
+                ),
+            )
         leeway = self.leeway
         if not introspected or "exp" in claims:
-            exp = claims.get("exp")
-            if not _is_number(exp):
-                raise InvalidToken("The access token has no valid expiry", reason="bad_exp")
-            if now >= exp + leeway:
-                raise InvalidToken("The access token expired", reason="expired")
-        if "nbf" in claims:
-            nbf = claims["nbf"]
-            if not _is_number(nbf):
-                raise InvalidToken("The access token's nbf is malformed", reason="bad_nbf")
-            if nbf > now + leeway:
-                raise InvalidToken("The access token is not valid yet", reason="not_yet_valid")
-        if "iat" in claims:
-            iat = claims["iat"]
-            if not _is_number(iat):
-                raise InvalidToken("The access token's iat is malformed", reason="bad_iat")
-            if iat > now + leeway:
-                raise InvalidToken("The access token was issued in the future", reason="iat_future")
-        if "auth_time" in claims:
-            # OIDC Core §2: when the user signed in. A sign-in in the future is a forgery
-            # or a broken clock, never a token to trust (Firebase requires this check).
-            auth_time = claims["auth_time"]
-            if not _is_number(auth_time):
-                raise InvalidToken(
-                    "The access token's auth_time is malformed", reason="bad_auth_time"
-                )
-            if auth_time > now + leeway:
-                raise InvalidToken(
-                    "The access token's sign-in lies in the future", reason="auth_time_future"
-                )
+            self._check_date(claims, "exp", now, leeway, failures)
+        for name in ("nbf", "iat", "auth_time"):
+            if name in claims:
+                self._check_date(claims, name, now, leeway, failures)
         for name in self.required_configured if introspected else self.required:
             if claims.get(name) is None:
-                raise InvalidToken(
-                    f"The access token lacks the required claim {name!r}", reason="missing_claim"
+                fail(
+                    failures,
+                    InvalidToken(
+                        f"The access token lacks the required claim {name!r}",
+                        reason="missing_claim",
+                        claim=name,
+                        expected="present",
+                        found=None,
+                    ),
                 )
         for name in ("sub", "client_id", "jti"):
             value = claims.get(name)
             if value is not None and type(value) is not str:
-                raise InvalidToken(f"The access token's {name} is malformed", reason="bad_claim")
+                fail(
+                    failures,
+                    InvalidToken(
+                        f"The access token's {name} is malformed",
+                        reason="bad_claim",
+                        claim=name,
+                        expected="a string",
+                        found=value,
+                    ),
+                )
         if self.strict_typ and not introspected and type(claims.get("scope", "")) is not str:
             # RFC 9068 §2.2.3.1: scope is a space-delimited string, never a list.
-            raise InvalidToken("The access token's scope claim is malformed", reason="bad_scope")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token's scope claim is malformed",
+                    reason="bad_scope",
+                    claim="scope",
+                    expected="a space-delimited string (RFC 9068 §2.2.3.1)",
+                    found=claims.get("scope"),
+                ),
+            )
         client = self.client_id(claims)
         if self.client_ids is not None and client not in self.client_ids:
-            raise InvalidToken(
-                "The access token was issued to a client this API does not accept",
-                reason="bad_client",
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token was issued to a client this API does not accept",
+                    reason="bad_client",
+                    claim=" / ".join(self._client_id_claims),
+                    expected=sorted(self.client_ids),
+                    found=client,
+                ),
             )
         for path, accepts in self._expected:
             value = path.find(claims)
             if value is _ABSENT:
-                raise InvalidToken(
-                    f"The access token lacks the required claim {str(path)!r}",
-                    reason="missing_claim",
+                fail(
+                    failures,
+                    InvalidToken(
+                        f"The access token lacks the required claim {str(path)!r}",
+                        reason="missing_claim",
+                        claim=str(path),
+                        expected="present",
+                        found=None,
+                    ),
                 )
+                continue
             try:
                 ok = value is not _UNUSABLE and accepts(value) is True
             except Exception:  # a predicate that cannot judge the value refuses it
                 ok = False
             if not ok:
-                raise InvalidToken(
-                    f"The access token's {path} claim has a value this API does not accept",
-                    reason="unexpected_claim",
+                fail(
+                    failures,
+                    InvalidToken(
+                        f"The access token's {path} claim has a value this API does not accept",
+                        reason="unexpected_claim",
+                        claim=str(path),
+                        expected="a value expected_claims accepts",
+                        found=None if value is _UNUSABLE else value,
+                    ),
                 )
+
+    @staticmethod
+    def _check_date(
+        claims: Mapping[str, Any],
+        name: str,
+        now: float,
+        leeway: float,
+        failures: list[InvalidToken] | None,
+    ) -> None:
+        """One NumericDate (RFC 7519 §2): a JSON number, and on the right side of now."""
+        value = claims.get(name)
+        if not _is_number(value):
+            reason, description = _MALFORMED_DATE[name]
+            fail(
+                failures,
+                InvalidToken(
+                    description,
+                    reason=reason,
+                    claim=name,
+                    expected="a NumericDate (a JSON number of seconds)",
+                    found=value,
+                ),
+            )
+        elif name == "exp":
+            if now >= value + leeway:
+                fail(
+                    failures,
+                    InvalidToken(
+                        "The access token expired",
+                        reason="expired",
+                        claim="exp",
+                        expected=f"later than {now - leeway:.0f} (now less the leeway)",
+                        found=value,
+                    ),
+                )
+        elif value > now + leeway:
+            reason, description = _FUTURE_DATE[name]
+            fail(
+                failures,
+                InvalidToken(
+                    description,
+                    reason=reason,
+                    claim=name,
+                    expected=f"at most {now + leeway:.0f} (now plus the leeway)",
+                    found=value,
+                ),
+            )

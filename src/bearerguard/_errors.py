@@ -7,7 +7,7 @@ failure can escape as a 500.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 __all__ = [
     "REASONS",
@@ -138,10 +138,23 @@ class AuthError(Exception):
     #: The challenge that carries the error: ``None`` is the scheme the request used.
     scheme: str | None = None
 
-    def __init__(self, description: str = "", *, reason: Reason | None = None) -> None:
+    def __init__(
+        self,
+        description: str = "",
+        *,
+        reason: Reason | None = None,
+        claim: str | None = None,
+        expected: Any = None,
+        found: Any = None,
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.reason: Reason = reason or self.default_reason
+        #: Which claim or header member broke the rule, what the rule wanted and what the
+        #: token had: for explanations (``inspect``), never sent to the client or logged.
+        self.claim = claim
+        self.expected = expected
+        self.found = found
 
 
 class MissingToken(AuthError):
@@ -287,3 +300,14 @@ class UseDPoPNonce(AuthError):
     def __init__(self, nonce: str, description: str = "") -> None:
         super().__init__(description or "Use the server's DPoP nonce", reason="use_dpop_nonce")
         self.nonce = nonce
+
+
+def fail(failures: list[InvalidToken] | None, error: InvalidToken) -> None:
+    """Raise ``error`` (the request path, fail-fast), or note it in ``failures`` and go on.
+
+    One set of rules serves both: the middleware stops at the first broken rule, an
+    explanation (``inspect``) collects every one of them from the same code.
+    """
+    if failures is None:
+        raise error
+    failures.append(error)

@@ -41,7 +41,7 @@ import httpx
 from bearerguard._binding import confirmation_of
 from bearerguard._claims import ClaimRules
 from bearerguard._config import Issuer
-from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._errors import AuthError, InvalidToken, Unavailable, fail
 from bearerguard._fetch import UpstreamError, fetch_json
 from bearerguard._metadata import MetadataResolver
 from bearerguard._observability import notify
@@ -116,6 +116,9 @@ class Introspector:
         )
         self.calls = 0
         self.failures = 0
+        #: Why the last call had no usable answer (``None`` after one that had): read by
+        #: explanations, never by the request path.
+        self.last_error: str | None = None
         #: Calls refused at once because ``introspection_concurrency`` were in flight.
         self.saturated = 0
         self._listeners: tuple[IntrospectionListener, ...] = ()
@@ -176,6 +179,7 @@ class Introspector:
 
     def _saturated(self, short_hash: str) -> Unavailable:
         self.saturated += 1
+        self.last_error = f"{self._in_flight} introspection calls already in flight"
         # One warning per episode (a flood must not flood the log too); the rest at debug.
         level = logging.DEBUG if self._saturation_logged else logging.WARNING
         self._saturation_logged = True
@@ -217,24 +221,73 @@ class Introspector:
         document = result.document
         if not isinstance(document, dict):
             raise self._unavailable("answer is not a JSON object", None, short_hash)
+        self.last_error = None
         return document
 
-    def judge(self, document: Mapping[str, Any], now: float) -> None:
-        """Raise ``InvalidToken`` unless the answer says active and its claims pass."""
+    def judge(
+        self,
+        document: Mapping[str, Any],
+        now: float,
+        failures: list[InvalidToken] | None = None,
+    ) -> None:
+        """Raise ``InvalidToken`` unless the answer says active and its claims pass.
+
+        With ``failures`` every broken rule is appended there instead (``inspect``).
+        """
         if document.get("active") is not True:
-            raise InvalidToken("The access token is not active", reason="inactive")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token is not active",
+                    reason="inactive",
+                    claim="active",
+                    expected=True,
+                    found=document.get("active"),
+                ),
+            )
+            return  # an inactive answer says nothing else worth judging
         token_type = document.get("token_type")
         if token_type is not None and not _names_an_access_token(token_type, document):
-            raise InvalidToken("The token is not a bearer access token", reason="bad_token_type")
+            fail(
+                failures,
+                InvalidToken(
+                    "The token is not a bearer access token",
+                    reason="bad_token_type",
+                    claim="token_type",
+                    expected="Bearer",
+                    found=token_type,
+                ),
+            )
         if self.config.introspection_requires_audience and "aud" not in document:
             # RFC 7662 makes aud optional; this issuer is configured to always send it,
             # so an answer without it may be about a token minted for another API.
-            raise InvalidToken("The access token is not for this audience", reason="bad_aud")
-        self._rules.check_claims(document, now, introspected=True)
-        self._rules.scopes(document)  # a malformed scope is a refusal
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token is not for this audience",
+                    reason="bad_aud",
+                    claim="aud",
+                    expected=sorted(self._rules.audiences),
+                    found=None,
+                ),
+            )
+        self._rules.check_claims(document, now, introspected=True, failures=failures)
+        try:
+            self._rules.scopes(document)  # a malformed scope is a refusal
+        except InvalidToken as error:
+            fail(failures, error)
         username = document.get("username")
         if username is not None and type(username) is not str:
-            raise InvalidToken("The access token's username is malformed", reason="bad_claim")
+            fail(
+                failures,
+                InvalidToken(
+                    "The access token's username is malformed",
+                    reason="bad_claim",
+                    claim="username",
+                    expected="a string",
+                    found=username,
+                ),
+            )
 
     def access_token(
         self,
@@ -272,6 +325,7 @@ class Introspector:
 
     def _unavailable(self, why: str, hint: float | None, short_hash: str) -> Unavailable:
         self.failures += 1
+        self.last_error = why
         log.warning(
             "bearerguard.introspection.failed issuer=%s token=%s reason=%s",
             self.config.issuer,

@@ -91,6 +91,8 @@ class JWKSCache:
         self._ok_seq = 0
         self.fetches = 0
         self.failures = 0
+        #: Why the last fetch failed (``None`` after one that worked), for explanations.
+        self.last_error: str | None = None
         # kid -> (refreshes started, clock) when it was first seen unknown (or withdrawn),
         # for one cooldown.
         self._unknown_since: dict[str, tuple[int, float]] = {}
@@ -374,6 +376,7 @@ class JWKSCache:
         self._fetched_at = new.fetched_at
         self._ttl = ttl
         self._last_ok = True
+        self.last_error = None
         self._ok_seq = max(self._ok_seq, seq)
         self._backoff.succeeded()
         if changed:
@@ -404,6 +407,9 @@ class JWKSCache:
     def _failed(self, reason: str, exc: Exception) -> None:
         self.failures += 1
         self._last_ok = False
+        self.last_error = (
+            exc.description if isinstance(exc, Unavailable) else str(exc) or type(exc).__name__
+        )
         hint = exc.retry_after if isinstance(exc, UpstreamError) else None
         delay = self._backoff.failed(self._clock(), hint=hint)
         log.warning(

@@ -103,6 +103,10 @@ class MetadataResolver:
         #: HTTP requests made and failed attempts, for tests and metrics.
         self.fetches = 0
         self.failures = 0
+        #: The discovery URL the metadata in hand came from (``None``: configured).
+        self.source: str | None = None
+        #: Why the last discovery failed (``None`` after one that worked), for explanations.
+        self.last_error: str | None = None
 
     @property
     def cached(self) -> ServerMetadata | None:
@@ -151,6 +155,7 @@ class MetadataResolver:
             self._cached = metadata
             self._fetched_at = self._clock()
             self._backoff.succeeded()
+            self.last_error = None
             log.info(
                 "bearerguard.metadata.fetched issuer=%s jwks_uri=%s",
                 self._issuer.issuer,
@@ -159,6 +164,7 @@ class MetadataResolver:
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
+        self.last_error = str(exc) or type(exc).__name__
         hint = exc.retry_after if isinstance(exc, UpstreamError) else None
         delay = self._backoff.failed(self._clock(), hint=hint)
         log.warning(
@@ -192,7 +198,9 @@ class MetadataResolver:
             if not isinstance(result.document, Mapping):
                 last = UpstreamError("metadata is not a JSON object", status=result.status)
                 continue
-            return self._validate(result.document)
+            metadata = self._validate(result.document)
+            self.source = url
+            return metadata
         assert last is not None
         raise last
 

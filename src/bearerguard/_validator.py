@@ -52,6 +52,7 @@ from bearerguard._jws import ParsedJWS, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey, shared_secret_keys
 from bearerguard._metadata import MetadataResolver
 from bearerguard._tokens import AccessToken
+from bearerguard._trace import Trace
 
 __all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "IssuerState", "TokenValidator", "token_hash"]
 
@@ -257,8 +258,14 @@ class TokenValidator:
 
     # -- the decision ------------------------------------------------------------
 
-    async def validate(self, token: str) -> AccessToken:
-        """Validate one raw token; every failure is an :class:`AuthError`, never anything else."""
+    async def validate(self, token: str, *, trace: Trace | None = None) -> AccessToken:
+        """Validate one raw token; every failure is an :class:`AuthError`, never anything else.
+
+        ``trace`` records what this run did (keys, re-checks, introspection, every
+        broken rule) for an explanation; the decision is the same with or without it.
+        """
+        if trace is not None:
+            return await self._traced(token, trace)
         digest, cached = self.lookup(token)
         if cached is not None:
             return cached
@@ -280,10 +287,10 @@ class TokenValidator:
             return digest, self.cache.lookup(digest, self.clock())
         return digest, None
 
-    async def decide(self, token: str, digest: bytes) -> AccessToken:
+    async def decide(self, token: str, digest: bytes, trace: Trace | None = None) -> AccessToken:
         """Validate a token :meth:`lookup` found no decision for (``digest`` is its SHA-256)."""
         try:
-            return await self._decide(token, digest)
+            return await self._decide(token, digest, trace)
         except AuthError:
             raise
         except Exception:  # defence in depth: a bug here must be a 401, not a 500
@@ -292,17 +299,61 @@ class TokenValidator:
                 "The access token could not be validated", reason="internal"
             ) from None
 
-    async def _decide(self, token: str, digest: bytes) -> AccessToken:
+    async def _traced(self, token: str, trace: Trace) -> AccessToken:
+        """:meth:`validate` with a trace: the cache is neither read nor written for it."""
+        on, self._cache_on = self._cache_on, False
+        try:
+            digest, _ = self.lookup(token)
+            trace.access = await self.decide(token, digest, trace)
+            return trace.access
+        except AuthError as error:
+            trace.error = error
+            if isinstance(error, Unavailable):
+                trace.upstream_error = self._upstream_error(trace, error)
+            raise
+        finally:
+            self._cache_on = on
+            self._where_from(trace)
+
+    def _where_from(self, trace: Trace) -> None:
+        """Where the judging issuer's metadata and keys came from, for the trace."""
+        state = self.issuers.get(trace.issuer) if trace.issuer is not None else None
+        if state is None:
+            return
+        metadata = state.metadata.cached
+        trace.metadata_url = state.metadata.source
+        trace.jwks_uri = metadata.jwks_uri if metadata is not None else None
+        keyset = state.jwks.keyset
+        if keyset is not None and trace.kind == "jwt":
+            trace.published = tuple(keyset.keys)
+
+    def _upstream_error(self, trace: Trace, error: Unavailable) -> str | None:
+        """The failing upstream's own words for an ``Unavailable`` (no log parsing needed)."""
+        state = self.issuers.get(trace.issuer) if trace.issuer is not None else None
+        if state is None:
+            return None
+        if error.reason.startswith("introspection"):
+            return state.introspector.last_error if state.introspector is not None else None
+        if state.metadata.cached is None:
+            return state.metadata.last_error
+        return state.jwks.last_error
+
+    async def _decide(self, token: str, digest: bytes, trace: Trace | None = None) -> AccessToken:
         if not looks_like_jws(token):
             if token.count(".") == 4:
                 raise InvalidToken("Encrypted tokens are not accepted", reason="jwe")
             state = self.opaque_issuer
             if state is None:
                 raise InvalidToken("The access token is malformed", reason="malformed")
+            if trace is not None:
+                trace.kind, trace.issuer = "opaque", state.config.issuer
             return await self._introspecting.run(
-                digest, functools.partial(self._introspect_opaque, state, token, digest)
+                digest, functools.partial(self._introspect_opaque, state, token, digest, trace)
             )
-        return await self._validate_jwt(token, digest, parse_jws(token, self._headers))
+        jws = parse_jws(token, self._headers)
+        if trace is not None:
+            return await self._validate_jwt(token, digest, jws, trace)
+        return await self._validate_jwt(token, digest, jws)
 
     def _issuer_for(self, claims: dict[str, Any]) -> IssuerState:
         iss = claims.get("iss")
@@ -316,12 +367,16 @@ class TokenValidator:
             )
         return state
 
-    async def _validate_jwt(self, token: str, digest: bytes, jws: ParsedJWS) -> AccessToken:
+    async def _validate_jwt(
+        self, token: str, digest: bytes, jws: ParsedJWS, trace: Trace | None = None
+    ) -> AccessToken:
         state = self._issuer_for(jws.claims)
+        if trace is not None:
+            self._trace_rules(state, jws, trace)
         alg = state.rules.check_header(jws.header)
         config = state.config
         try:
-            key = await self._verify_signature(state, jws, alg)
+            key = await self._verify_signature(state, jws, alg, trace)
         except InvalidToken as error:
             if error.reason == "bad_signature":
                 self._refuse(digest, error, config.negative_cache_ttl, state.key_source(alg))
@@ -349,8 +404,17 @@ class TokenValidator:
         self._accept(digest, access, deadline, key)
         return access
 
+    def _trace_rules(self, state: IssuerState, jws: ParsedJWS, trace: Trace) -> None:
+        """Every header and claim rule the token breaks, for the trace (nothing is decided)."""
+        trace.kind, trace.issuer = "jwt", state.config.issuer
+        alg, kid = jws.header.get("alg"), jws.header.get("kid")
+        trace.alg = alg if type(alg) is str else None
+        trace.kid = kid if type(kid) is str else None
+        state.rules.check_header(jws.header, trace.failures)
+        state.rules.check_claims(jws.claims, self.clock(), failures=trace.failures)
+
     async def _verify_signature(
-        self, state: IssuerState, jws: ParsedJWS, alg: str
+        self, state: IssuerState, jws: ParsedJWS, alg: str, trace: Trace | None = None
     ) -> VerificationKey:
         kid: str | None = jws.header.get("kid")
         candidates: tuple[VerificationKey, ...] | None
@@ -360,16 +424,24 @@ class TokenValidator:
             candidates = state.jwks.ready_keys(kid, alg)
             if candidates is None:
                 candidates = await state.jwks.get_keys(kid, alg)
+        if trace is not None:
+            trace.candidates = candidates
         if not candidates:
             raise signature_refused("no_key")
         for key in candidates:
             if key.verify(jws.signing_input, jws.signature):
+                if trace is not None:
+                    trace.key = key
                 return key
         if alg not in HMAC_ALGORITHMS:
             # An issuer may replace a key under the same kid: one refresh, under the
             # unknown-kid cooldown and single flight, so forgeries cost no more fetches.
+            if trace is not None:
+                trace.rechecked = True
             for key in await state.jwks.recheck(kid, alg, candidates):
                 if key.verify(jws.signing_input, jws.signature):
+                    if trace is not None:
+                        trace.key = key
                     return key
         raise signature_refused("bad_signature")
 
@@ -405,13 +477,13 @@ class TokenValidator:
     # -- introspection -------------------------------------------------------------
 
     async def _introspect_opaque(
-        self, state: IssuerState, token: str, digest: bytes
+        self, state: IssuerState, token: str, digest: bytes, trace: Trace | None = None
     ) -> AccessToken:
         introspector = state.introspector
         assert introspector is not None
         config = state.config
         shared = state.shared
-        if shared is not None and config.introspection_cache_ttl > 0:
+        if shared is not None and config.introspection_cache_ttl > 0 and trace is None:
             stored = await shared.get(state.namespace, digest)
             if stored is not None:
                 found = self._from_shared(state, digest, stored)
@@ -425,8 +497,14 @@ class TokenValidator:
                 digest.hex()[:12],
             )
             raise InvalidToken("Opaque access tokens are not accepted", reason="no_introspection")
+        if trace is not None:
+            trace.introspection_endpoint = endpoint
         document = await introspector.ask(token, endpoint, short_hash=digest.hex()[:12])
         now = self.clock()
+        if trace is not None:
+            trace.introspection = document
+            introspector.judge(document, now, trace.failures)
+            shared = None  # an explanation neither reads nor writes what replicas share
         try:
             introspector.judge(document, now)
             access = introspector.access_token(
