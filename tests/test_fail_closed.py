@@ -720,3 +720,45 @@ async def test_rule10_nothing_leaks_nothing_is_mutable(test_issuer: TestIssuer) 
         assert in_body.status_code == 200
     # The header token: nothing read before the app; the form token: the body was read.
     assert reads_before_app[0] == 0 and reads_before_app[1] >= 1
+
+
+# -- rule 9: several issuers, one route -----------------------------------------------------
+
+
+def test_rule9_several_issuers_one_route(test_issuer: TestIssuer) -> None:
+    with TestIssuer() as other:
+        partners = other.issuer
+        trusted = [Issuer(issuer=i.issuer, audience=AUD) for i in (test_issuer, other)]
+
+        api = FastAPI()
+
+        @api.get(
+            "/ours", dependencies=[Depends(require_scopes("read", issuers=[test_issuer.issuer]))]
+        )
+        async def ours() -> dict[str, str]:
+            return {}
+
+        @api.get("/anyone", dependencies=[Depends(require_scopes("read"))])
+        async def anyone() -> dict[str, str]:
+            return {}
+
+        @scopes_required("read", issuers=[partners])
+        async def theirs(request: Request) -> JSONResponse:
+            return JSONResponse({})
+
+        api.add_route("/theirs", theirs)
+        api.add_middleware(BearerAuthMiddleware, issuers=trusted)
+        ours_token = bearer(test_issuer.mint(audience=AUD, scope="read"))
+        their_token = bearer(other.mint(audience=AUD, scope="read"))
+        with TestClient(api) as tc:
+            assert tc.get("/ours", headers=ours_token).status_code == 200
+            assert tc.get("/theirs", headers=their_token).status_code == 200
+            for path, token in (("/ours", their_token), ("/theirs", ours_token)):
+                refused = tc.get(path, headers=token)
+                assert refused.status_code == 403, path
+                assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+                assert refused.json()["error"] == "insufficient_scope"
+            # Without issuers=, the same scope name from either issuer opens the route.
+            assert tc.get("/anyone", headers=their_token).status_code == 200
+        with pytest.raises(TypeError):
+            require_scopes("read", issuers=test_issuer.issuer)  # one string is a mistake

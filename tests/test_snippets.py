@@ -98,6 +98,20 @@ def check_public_paths(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/me", headers=ann).json() == {"sub": "ann"}
 
 
+@check("README.md", "Several issuers, one route")
+def check_several_issuers(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
+    with TestIssuer() as partner:
+        partner_url = {"https://partner-idp.example.net": partner.issuer}
+        app = snippets.run(snippet, issuer.issuer, **partner_url)["app"]
+        with TestClient(app) as client:
+            ours = client.get("/items", headers=issuer.auth_header(scope="read:items"))
+            assert ours.status_code == 200
+            theirs = partner.auth_header(scope="read:items", audience="https://api.example.com")
+            refused = client.get("/items", headers=theirs)
+            assert refused.status_code == 403
+            assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+
+
 @check("README.md", "Browsers (CORS)")
 def check_cors(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     app = snippets.run(snippet, issuer.issuer)["app"]

@@ -172,19 +172,39 @@ class require_scopes(_Guard):
     raises :class:`InsufficientScope` (a 403 from the middleware) when a scope is
     missing. FastAPI sees it as a security dependency, so the route's OpenAPI
     ``security`` requirement lists these scopes; ``.scopes`` keeps them too.
+
+    ``issuers``: the ``iss`` values whose tokens this route accepts. Scope names are
+    each issuer's own: with several trusted issuers, ``read:items`` from issuer B
+    says nothing about what issuer A meant by it, so a route meant for A's scopes
+    names A. A token from another issuer is a 403, like a missing scope.
     """
 
-    def __init__(self, *scopes: str) -> None:
+    def __init__(self, *scopes: str, issuers: Iterable[str] | None = None) -> None:
         super().__init__()
         self.scopes = scopes
+        if isinstance(issuers, str):
+            raise TypeError("issuers= takes a list of issuer identifiers, not one string")
+        self.issuers: frozenset[str] | None = None if issuers is None else frozenset(issuers)
+        if self.issuers is not None and not self.issuers:
+            raise ValueError("issuers= must name at least one issuer (or be left out)")
 
     def judge(self, token: AccessToken) -> AccessToken:
+        if self.issuers is not None and token.issuer not in self.issuers:
+            raise InsufficientScope(
+                self.scopes,
+                "The access token's issuer is not accepted on this route",
+                reason="issuer_not_accepted",
+            )
         if not token.scopes.issuperset(self.scopes):
             raise InsufficientScope(self.scopes)
         return token
 
     def __repr__(self) -> str:
-        return f"require_scopes{self.scopes!r}"
+        if self.issuers is None:
+            return f"require_scopes{self.scopes!r}"
+        return (
+            f"require_scopes({', '.join(map(repr, self.scopes))}, issuers={sorted(self.issuers)})"
+        )
 
 
 class require_authentication(_Guard):
@@ -337,9 +357,12 @@ def _endpoint_decorator(guard: _Guard, name: str) -> Callable[[F], F]:
     return decorate
 
 
-def scopes_required(*scopes: str) -> Callable[[F], F]:
-    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works)."""
-    return _endpoint_decorator(require_scopes(*scopes), "scopes_required")
+def scopes_required(*scopes: str, issuers: Iterable[str] | None = None) -> Callable[[F], F]:
+    """Starlette endpoint decorator with an RFC 6750 403 (Starlette's ``@requires`` also works).
+
+    ``issuers`` as for :class:`require_scopes`: the issuers whose tokens this route accepts.
+    """
+    return _endpoint_decorator(require_scopes(*scopes, issuers=issuers), "scopes_required")
 
 
 def authentication_required(

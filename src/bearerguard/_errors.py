@@ -82,6 +82,7 @@ Reason: TypeAlias = Literal[
     "internal",
     # authorization (403), step-up (401, RFC 9470) and rate limits (429)
     "insufficient_scope",
+    "issuer_not_accepted",
     "insufficient_user_authentication",
     "rate_limited",
     # our side cannot decide (503)
@@ -199,12 +200,15 @@ class InsufficientScope(AuthError):
     error = "insufficient_scope"
     default_reason = "insufficient_scope"
 
-    def __init__(self, required: tuple[str, ...] | list[str], description: str = "") -> None:
+    def __init__(
+        self,
+        required: tuple[str, ...] | list[str],
+        description: str = "",
+        *,
+        reason: Reason = "insufficient_scope",
+    ) -> None:
         self.required = tuple(required)
-        super().__init__(
-            description or "The access token lacks a required scope",
-            reason="insufficient_scope",
-        )
+        super().__init__(description or "The access token lacks a required scope", reason=reason)
 
 
 class InsufficientUserAuthentication(AuthError):
