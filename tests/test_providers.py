@@ -703,3 +703,23 @@ async def test_preset_expected_claims_are_added_to_not_replaced(cognito: TestIss
     raw = token(cognito, cognito_access(**{"cognito:groups": ["staff"]}), typ=None)
     assert await refused(config, cognito, raw) == "unexpected_claim"
     assert (await accepted(config, cognito, token(cognito, cognito_access(), typ=None))).subject
+
+
+# -- TestIssuer.like: a preset tested unchanged ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        providers.firebase(project_id=PROJECT),
+        providers.entra(tenants="*", audience=API_ID),
+        providers.auth0(domain=AUTH0, audience=AUTH0_API),
+    ],
+    ids=["firebase", "entra-multi-tenant", "auth0"],
+)
+async def test_test_issuer_like_plays_a_preset_at_its_own_urls(config: Issuer) -> None:
+    claims = {"sub": "u1", "tid": TENANT, "azp": CLIENT_ID, "ver": "2.0", "auth_time": NOW}
+    with TestIssuer.like(config) as played:
+        access = await accepted(config, played, played.mint(claims))
+    assert access.subject == "u1"
+    assert played.requests[played.jwks_path] == 1

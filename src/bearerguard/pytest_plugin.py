@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_MARKER}(**kwargs): TestIssuer keyword arguments for the bearer_issuer fixture "
-        "(algorithms, audience, path, client_id, port)",
+        "(algorithms, audience, path, client_id, port, issuer, jwks_uri, metadata_url)",
     )
 
 

@@ -48,6 +48,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import get_default_algorithms
 
+from bearerguard._config import Issuer
+
 __all__ = [
     "DEFAULT_AUDIENCE",
     "DPoPKey",
@@ -494,6 +496,23 @@ class TestIssuer:
         )
         self._thread.start()
         self._closed = False
+
+    @classmethod
+    def like(cls, config: Issuer, **options: Any) -> TestIssuer:
+        """A TestIssuer playing a configured issuer (a provider preset) at its own URLs.
+
+        Its issuer, keys and discovery document are where ``config`` looks for them,
+        and its tokens carry ``config``'s first audience; reach it through
+        :meth:`transport`. ``options`` are the constructor's (``algorithms``, ...).
+        """
+        played: dict[str, Any] = {
+            "issuer": config.issuer,
+            "jwks_uri": config.jwks_uri,
+            "metadata_url": config.metadata_url,
+        }
+        if config.audiences:
+            played["audience"] = config.audiences[0]
+        return cls(**{**played, **options})
 
     # -- lifecycle -------------------------------------------------------------
 
