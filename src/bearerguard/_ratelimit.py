@@ -29,6 +29,7 @@ from limits.util import WindowStats
 
 from bearerguard._errors import RateLimited, Unavailable
 from bearerguard._ratelimit_decision import PolicyState, RateLimitDecision, decision_of
+from bearerguard._ratelimit_memory import MovingWindowMemory
 from bearerguard._ratelimit_redis import RedisMovingWindow
 from bearerguard._ratelimit_storage import SharedStorage, async_storage_uri, redacted, supports
 from bearerguard._tokens import AccessToken
@@ -160,6 +161,10 @@ class RateLimiter:
         store = self._shared.storage
         #: Moving-window hits on one Redis: one batched script call instead of two per limit.
         self._batched = self._shared.moving_window if strategy == "moving-window" else None
+        #: Moving-window hits in memory: the storage asked directly, one key per limit.
+        self._memory_window = (
+            store if isinstance(store, MovingWindowMemory) and strategy == "moving-window" else None
+        )
         # Exactly one is set: the sync strategy for memory, the async one for networked storage.
         self._sync: strategies.RateLimiter | None = None
         self._async: async_strategies.RateLimiter | None = None
@@ -246,7 +251,9 @@ class RateLimiter:
         # with "/"), built once instead of twice per limit.
         ids = "/".join((self.namespace, _STRATEGY_TAGS[self.strategy], scope, *ident))
         try:
-            if self._sync is not None:
+            if self._memory_window is not None:
+                states, refused = _consult_memory(self._memory_window, items, ids, consume)
+            elif self._sync is not None:
                 states, refused = _consult_now(self._sync, items, ids, consume)
             else:
                 async with asyncio.timeout(self.storage_timeout):
@@ -346,6 +353,30 @@ class RateLimiter:
         return _token_identity(token)
 
 
+def _consult_memory(
+    storage: MovingWindowMemory, items: tuple[RateLimitItem, ...], ids: str, consume: bool
+) -> tuple[list[PolicyState], PolicyState | None]:
+    """``_consult_now`` for the in-memory moving window, asking the storage what limits'
+    ``MovingWindowRateLimiter`` asks it (acquire, then the window) with the key built once."""
+    states: list[PolicyState] = []
+    for item in items:
+        key = _storage_key(item, ids)
+        limit, expiry = item.amount, item.get_expiry()
+        allowed = storage.acquire_entry(key, limit, expiry) if consume else True
+        start, count = storage.get_moving_window(key, limit, expiry)
+        state = _policy_state(item, allowed, WindowStats(start + expiry, limit - count))
+        states.append(state)
+        if not allowed:
+            return states, state
+    return states, None
+
+
+@functools.lru_cache(maxsize=_IDENTITY_CACHE_SIZE)
+def _storage_key(item: RateLimitItem, ids: str) -> str:
+    """limits' key for a limit and an identity: the same few pairs hit again and again."""
+    return item.key_for(ids)
+
+
 def _consult_now(
     strategy: strategies.RateLimiter,
     items: tuple[RateLimitItem, ...],
@@ -372,7 +403,7 @@ async def _consult_batched(
     remaining = limit - hits in the window).
     """
     windows = await batched.check(
-        [item.key_for(ids) for item in items],
+        [_storage_key(item, ids) for item in items],
         [(item.amount, item.get_expiry()) for item in items],
         time.time(),
         consume=consume,
