@@ -281,6 +281,29 @@ def test_expiry_without_sleeping(bearer_issuer, bearer_clock):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_dpop_key_fixture_tests_a_dpop_bound_route_in_a_few_lines(
+    pytester: pytest.Pytester,
+) -> None:
+    _user_suite(
+        pytester,
+        """
+from fastapi.testclient import TestClient
+from app import create_app
+
+def test_dpop(bearer_issuer, bearer_dpop_key, bearer_clock):
+    app = create_app(bearer_issuer.issuer, bearer_issuer.audience, clock=bearer_clock)
+    token = bearer_issuer.mint(scope="read:items", dpop_key=bearer_dpop_key)
+    proved = lambda: bearer_dpop_key.headers(token, "GET", "http://testserver/items")
+    with TestClient(app) as client:
+        assert client.get("/items", headers=proved()).status_code == 200
+        assert client.get("/items", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        bearer_clock.advance(120)  # proofs are dated on the same clock as the API
+        assert client.get("/items", headers=proved()).status_code == 200
+""",
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
 def test_issuer_without_the_clock_fixture_mints_on_the_real_time(bearer_issuer: TestIssuer) -> None:
     import time
 

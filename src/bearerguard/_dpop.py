@@ -191,7 +191,7 @@ class Proof:
 
 
 class _ProofHeader:
-    """A proof header judged once: its algorithm, ready key and the key's thumbprint."""
+    """A proof header judged once: its key, ready to verify, and the key's thumbprint."""
 
     __slots__ = ("jkt", "key")
 
@@ -310,9 +310,6 @@ class Nonces:
             self._window = (self._make(step - 1), self._make(step), self._make(step + 1))
             self._step = step
         return self._window
-
-    def current(self, now: float) -> str:
-        return self.window(now)[1]
 
 
 class _SeenJtis:
@@ -473,9 +470,6 @@ class DPoPGuard:
 
     async def aclose(self) -> None:
         await self.replay.aclose()
-
-    def current_nonce(self) -> str | None:
-        return self.nonces.current(self.clock()) if self.nonces is not None else None
 
     # -- the request path ---------------------------------------------------------------
 

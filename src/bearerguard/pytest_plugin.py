@@ -31,10 +31,11 @@ import pytest
 if TYPE_CHECKING:  # imported by the fixtures themselves, when first used
     import httpx
 
-    from bearerguard.testing import ManualClock, TestIssuer
+    from bearerguard.testing import DPoPKey, ManualClock, TestIssuer
 
 __all__ = [
     "bearer_clock",
+    "bearer_dpop_key",
     "bearer_http_client",
     "bearer_issuer",
     "bearer_issuer_session",
@@ -90,6 +91,23 @@ def bearer_issuer(request: pytest.FixtureRequest) -> Iterator[TestIssuer]:
         options.setdefault("clock", request.getfixturevalue("bearer_clock"))
     with TestIssuer(**options) as issuer:
         yield issuer
+
+
+@pytest.fixture
+def bearer_dpop_key(request: pytest.FixtureRequest) -> DPoPKey:
+    """A client's DPoP key pair (ES256): ``bearer_issuer.mint(dpop_key=bearer_dpop_key)``
+    binds a token to it, ``bearer_dpop_key.headers(token, "GET", url)`` proves it.
+
+    Its proofs are dated on ``bearer_clock`` when the test uses that fixture.
+    """
+    import time
+
+    from bearerguard.testing import DPoPKey
+
+    clock = time.time
+    if "bearer_clock" in request.fixturenames:
+        clock = request.getfixturevalue("bearer_clock")
+    return DPoPKey(clock=clock)
 
 
 @pytest.fixture

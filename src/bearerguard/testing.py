@@ -1140,9 +1140,13 @@ class DPoPKey:
 
     __test__ = False
 
-    def __init__(self, alg: str = "ES256", private: Any = None) -> None:
+    def __init__(
+        self, alg: str = "ES256", private: Any = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.alg = alg
         self.private = private if private is not None else generate_key(alg)
+        #: What a proof's ``iat`` is read from (a :class:`ManualClock` in tests that move time).
+        self.clock = clock
         public: dict[str, Any] = _ALGORITHMS[alg].to_jwk(self.private.public_key(), as_dict=True)
         #: The public JWK a proof carries (no ``kid``, ``alg`` or ``use``: only the key).
         self.jwk = {k: v for k, v in public.items() if k in ("kty", "crv", "x", "y", "n", "e")}
@@ -1191,7 +1195,7 @@ class DPoPKey:
             "jti": jti if jti is not None else uuid.uuid4().hex,
             "htm": method,
             "htu": url.split("?", 1)[0].split("#", 1)[0],
-            "iat": int(time.time()) if iat is None else iat,
+            "iat": int(self.clock()) if iat is None else iat,
         }
         if token is not None:
             body["ath"] = _b64(hashlib.sha256(token.encode("ascii")).digest())
