@@ -257,12 +257,12 @@ async def test_concurrent_hits_from_one_process_share_round_trips(
     batched = limiter._shared.moving_window
     assert batched is not None
     await limiter.hit(token("warm-up"))  # a fresh Redis learns the script on the first batch
-    batched.checks = batched.round_trips = 0
+    batched.batch.calls = batched.batch.round_trips = 0
     tokens = [token(f"user{i}") for i in range(100)]
     decisions = await asyncio.gather(*(limiter.hit(t) for t in tokens))
     assert all(d.remaining == 999 for d in decisions)
-    assert batched.checks == 100
-    assert batched.round_trips == 1  # a hundred hits, both limits each: one pipeline
+    assert batched.batch.calls == 100
+    assert batched.batch.round_trips == 1  # a hundred hits, both limits each: one pipeline
 
 
 async def test_a_redis_that_lost_its_scripts_is_taught_them_again(

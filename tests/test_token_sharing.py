@@ -284,3 +284,61 @@ async def test_a_redis_outage_fails_open_by_default_and_closed_when_asked(
     assert int(refused.headers["retry-after"]) >= 1
     assert "bearerguard.token.sharing_storage_unavailable" in caplog.text
     assert open_app.sharing is not None and open_app.sharing.storage_errors == 1
+
+
+@pytest.mark.redis
+async def test_with_a_redis_rate_limit_a_sighting_and_a_hit_share_one_round_trip(
+    apps: Factory, redis_server: RedisServer
+) -> None:
+    app = apps(
+        TokenSharing(max_networks=1, action="refuse"),
+        rate_limit="100/minute",
+        rate_limit_storage=redis_server.url,
+    )
+    assert app.rate_limiter is not None and app.sharing is not None
+    batch = app.rate_limiter.script_batch
+    assert batch is not None
+    token = mint()
+    assert (await get(app, token, "198.51.100.7")).status_code == 200  # scripts loaded
+    batch.round_trips = batch.calls = 0
+    answer = await get(app, token, "198.51.100.8")
+    assert answer.status_code == 200
+    assert answer.headers["ratelimit-remaining"] == "98"
+    assert (batch.calls, batch.round_trips) == (2, 1)  # the hit and the sighting, one pipeline
+    # A burnt token is 401 (not 429), and the refusal still cost one round trip.
+    burnt = await get(app, token, "203.0.113.7")
+    assert burnt.status_code == 401
+    assert (batch.calls, batch.round_trips) == (4, 2)
+
+
+@pytest.mark.redis
+async def test_a_script_redis_lacks_is_resent_alone_so_nothing_runs_twice(
+    apps: Factory, redis_server: RedisServer
+) -> None:
+    app = apps(TokenSharing(), rate_limit="100/minute", rate_limit_storage=redis_server.url)
+    assert app.rate_limiter is not None
+    batch = app.rate_limiter.script_batch
+    assert batch is not None
+    token = mint()
+    # Redis learns the rate-limit script only; the sighting's script is new to it.
+    await get(app, mint(sub="warm-up"), "198.51.100.7")
+    await redis_server_client_flush_sharing_script(redis_server)
+    batch.round_trips = 0
+    answer = await get(app, token, "198.51.100.7")
+    assert answer.status_code == 200
+    assert answer.headers["ratelimit-remaining"] == "99"  # the hit ran once, not again
+    assert batch.round_trips == 2  # the pipeline, then the sighting alone once loaded
+
+
+async def redis_server_client_flush_sharing_script(server: RedisServer) -> None:
+    """Make Redis forget every script, then teach it the rate limiter's again."""
+    from redis.asyncio import Redis
+
+    from bearerguard._ratelimit_redis import _SCRIPT as LIMIT_SCRIPT
+
+    client = Redis.from_url(server.url)
+    try:
+        await client.script_flush()
+        await client.script_load(LIMIT_SCRIPT.text)
+    finally:
+        await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -44,7 +45,12 @@ from bearerguard._fetch import HTTPClient
 from bearerguard._mtls import ClientCertificates
 from bearerguard._observability import Observer, notify, outcome_of
 from bearerguard._proxies import TrustedProxies
-from bearerguard._ratelimit_decision import DECISION_SCOPE_KEY, LIMITER_SCOPE_KEY, record_decision
+from bearerguard._ratelimit_decision import (
+    DECISION_SCOPE_KEY,
+    LIMITER_SCOPE_KEY,
+    RateLimitDecision,
+    record_decision,
+)
 from bearerguard._resource_metadata import ResourceMetadata
 from bearerguard._sharing import TokenSharing, TokenSharingWatch
 from bearerguard._tokens import AccessToken, GrantedScopes, TokenUser
@@ -181,7 +187,14 @@ class BearerAuthMiddleware:
                 namespace=validator.identity(),
                 proxies=self.proxies,
                 clock=validator.clock,
+                batch=rate_limiter.script_batch if rate_limiter is not None else None,
             )
+        #: Sightings and hits share one pipeline: both are sent in the same loop iteration.
+        self._sighting_with_hit = (
+            self.sharing is not None
+            and rate_limiter is not None
+            and rate_limiter.script_batch is not None
+        )
         #: Checks DPoP proofs (RFC 9449); ``None`` when ``dpop="disabled"``.
         self.dpop: DPoPGuard | None = None
         # The replay store is the rate limits' storage unless given, and an outage of it
@@ -315,12 +328,16 @@ class BearerAuthMiddleware:
                 self._authenticate(scope, access)
                 if observer is not None:
                     notify(observer.validation, access, None, perf_counter() - began)
-                if self.sharing is not None:
-                    await self.sharing.observe(access, scope)
-                if self.rate_limiter is not None:
-                    # Only a validated token spends budget: forged ones cannot drain it.
+                if self._sighting_with_hit:
                     scope[LIMITER_SCOPE_KEY] = self.rate_limiter
-                    record_decision(scope, await self.rate_limiter.hit(access))
+                    record_decision(scope, await self._observe_and_hit(access, scope))
+                else:
+                    if self.sharing is not None:
+                        await self.sharing.observe(access, scope)
+                    if self.rate_limiter is not None:
+                        # Only a validated token spends budget: forged ones cannot drain it.
+                        scope[LIMITER_SCOPE_KEY] = self.rate_limiter
+                        record_decision(scope, await self.rate_limiter.hit(access))
         except AuthError as error:
             if access is None and observer is not None:
                 notify(observer.validation, None, error, perf_counter() - began)
@@ -329,6 +346,24 @@ class BearerAuthMiddleware:
         if proof is not None and proof.next_nonce is not None:
             send = _adding_header(send, b"dpop-nonce", proof.next_nonce.encode())
         await self._call_app(scope, receive, send, private=in_query)
+
+    async def _observe_and_hit(self, access: AccessToken, scope: Scope) -> RateLimitDecision:
+        """The token-sharing sighting and the rate-limit hit in one Redis round trip.
+
+        Both start in the same loop iteration, so the storage's pipeline carries both.
+        A token refused as shared is answered 401 before any 429: it is burnt, not busy.
+        """
+        assert self.sharing is not None and self.rate_limiter is not None
+        sighting, hit = await asyncio.gather(
+            self.sharing.observe(access, scope),
+            self.rate_limiter.hit(access),
+            return_exceptions=True,
+        )
+        if isinstance(sighting, BaseException):
+            raise sighting
+        if isinstance(hit, BaseException):
+            raise hit
+        return hit
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
         """RFC 9728 §3.2: the protected resource metadata, public, cacheable, readable cross-origin.

@@ -32,6 +32,7 @@ from bearerguard._ratelimit_decision import PolicyState, RateLimitDecision, deci
 from bearerguard._ratelimit_memory import MovingWindowMemory
 from bearerguard._ratelimit_redis import RedisMovingWindow
 from bearerguard._ratelimit_storage import SharedStorage, async_storage_uri, redacted, supports
+from bearerguard._redis import ScriptBatch
 from bearerguard._tokens import AccessToken
 
 __all__ = [
@@ -188,6 +189,11 @@ class RateLimiter:
     def storage_uri(self) -> str:
         """The storage URI in ``limits``' async notation (credentials included: do not log it)."""
         return self._shared.uri
+
+    @property
+    def script_batch(self) -> ScriptBatch | None:
+        """The pipeline this limiter's Redis hits ride in (one server or sentinel), if any."""
+        return self._shared.script_batch
 
     def derive(
         self,

@@ -16,9 +16,10 @@ A cluster keeps ``limits``' path: one pipeline would span slots and nodes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
+
+from bearerguard._redis import Script, ScriptBatch
 
 __all__ = ["RedisMovingWindow"]
 
@@ -26,7 +27,7 @@ __all__ = ["RedisMovingWindow"]
 #: expiry per key. Returns allowed (1/0), the oldest hit in the window (or now) and the
 #: hits in it, per limit, up to the first refusal. The acquire is limits'
 #: acquire_moving_window.lua with amount 1; the window is its moving_window.lua.
-_SCRIPT = """
+_SCRIPT = Script("""
 local now = tonumber(ARGV[1])
 local consume = ARGV[2] == '1'
 local out = {}
@@ -71,24 +72,18 @@ for i = 1, #KEYS do
     end
 end
 return out
-"""
+""")
 
 #: One limit's answer: allowed, the oldest hit in the window (epoch seconds), hits in it.
 Window = tuple[bool, float, int]
 
 
 class RedisMovingWindow:
-    """Batches moving-window checks made in one loop iteration into one pipelined round trip."""
+    """Moving-window checks, each one script call in the storage's :class:`ScriptBatch`."""
 
-    def __init__(self, client: Any, key_prefix: str) -> None:
-        self._client = client
+    def __init__(self, batch: ScriptBatch, key_prefix: str) -> None:
+        self.batch = batch
         self._prefix = key_prefix
-        self._sha = client.register_script(_SCRIPT).sha
-        self._pending: list[tuple[list[str], list[Any], asyncio.Future[list[Window]]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Pipelines sent and the checks they carried (for tests and the benchmarks).
-        self.round_trips = 0
-        self.checks = 0
 
     async def check(
         self,
@@ -99,69 +94,11 @@ class RedisMovingWindow:
         consume: bool,
     ) -> list[Window]:
         """Spend (or only read) one hit on each ``(limit, expiry)`` of ``keys``, in order."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Window]] = loop.create_future()
         args: list[Any] = [repr(now), "1" if consume else "0"]
         for limit, expiry in limits:
             args += [limit, expiry]
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append(([f"{self._prefix}:{k}" for k in keys], args, future))
-        return await future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(
-        self, batch: list[tuple[list[str], list[Any], asyncio.Future[list[Window]]]]
-    ) -> None:
-        self.checks += len(batch)
-        try:
-            replies = await self._pipeline(batch)
-            if any(_unknown_script(reply) for reply in replies):
-                # A restarted (or new) Redis has no script cache: load it once, send again.
-                # (redis-py's pipelined Script would ask SCRIPT EXISTS before every batch.)
-                await self._client.script_load(_SCRIPT)
-                replies = await self._pipeline(batch)
-        except BaseException as exc:  # the connection failed: every check in it did
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else ConnectionError())
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, _, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller gave up (storage timeout)
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-                continue
-            future.set_result(
-                [
-                    (bool(int(reply[i])), float(reply[i + 1]), int(reply[i + 2]))
-                    for i in range(0, len(reply), 3)
-                ]
-            )
-
-    async def _pipeline(
-        self, batch: list[tuple[list[str], list[Any], asyncio.Future[list[Window]]]]
-    ) -> list[Any]:
-        self.round_trips += 1
-        pipe = self._client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
-
-    async def aclose(self) -> None:
-        """Wait for pipelines in flight (their callers are owed an answer)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _unknown_script(reply: Any) -> bool:
-    return type(reply).__name__ == "NoScriptError"  # redis-py's, for a script Redis lacks
+        reply = await self.batch.run(_SCRIPT, [f"{self._prefix}:{k}" for k in keys], args)
+        return [
+            (bool(int(reply[i])), float(reply[i + 1]), int(reply[i + 2]))
+            for i in range(0, len(reply), 3)
+        ]

@@ -22,6 +22,7 @@ from limits.storage import storage_from_string
 from bearerguard._flight import SingleFlight
 from bearerguard._ratelimit_memory import MovingWindowMemory
 from bearerguard._ratelimit_redis import RedisMovingWindow
+from bearerguard._redis import ScriptBatch
 
 __all__ = ["SharedStorage", "async_storage_uri", "redacted", "supports"]
 
@@ -67,6 +68,7 @@ class SharedStorage:
         "cooldown",
         "down_until",
         "moving_window",
+        "script_batch",
         "storage",
         "uri",
     )
@@ -110,13 +112,16 @@ class SharedStorage:
         #: One Redis server or a sentinel's master: moving-window hits batched per loop
         #: iteration, one script call each (a cluster keeps limits' path).
         self.moving_window: RedisMovingWindow | None = None
+        #: The pipeline those hits ride in, lent to token sharing on the same storage.
+        self.script_batch: ScriptBatch | None = None
         bridge = getattr(storage, "bridge", None)
         if (
             scheme in ("async+redis", "async+rediss", "async+redis+sentinel", "async+unix")
             and bridge is not None
             and hasattr(bridge, "get_connection")
         ):
-            self.moving_window = RedisMovingWindow(bridge.get_connection(), bridge.key_prefix)
+            self.script_batch = ScriptBatch(bridge.get_connection())
+            self.moving_window = RedisMovingWindow(self.script_batch, bridge.key_prefix)
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
@@ -132,8 +137,8 @@ class SharedStorage:
     async def aclose(self) -> None:
         """Release the redis-py pool or the memory expiry task (``limits`` has no close)."""
         await self._connecting.aclose()
-        if self.moving_window is not None:
-            await self.moving_window.aclose()
+        if self.script_batch is not None:
+            await self.script_batch.aclose()
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         closer = getattr(client, "aclose", None)
         if closer is not None:

@@ -31,7 +31,7 @@ from starlette.types import Scope
 
 from bearerguard._errors import InvalidToken, Unavailable
 from bearerguard._proxies import IPAddress, TrustedProxies, parse_address
-from bearerguard._redis import redis_client
+from bearerguard._redis import Script, ScriptBatch, redis_client
 from bearerguard._tokens import AccessToken
 
 __all__ = ["TokenSharing", "TokenSharingWatch"]
@@ -43,7 +43,7 @@ _NETWORK_MEMO_SIZE = 4096
 
 # KEYS[1]: the token's networks (sorted set, score = last seen in ms); KEYS[2]: its flag.
 # ARGV: now (ms), window (ms), network, max_networks. Returns {networks, flagged, newly}.
-_SCRIPT = """
+_SCRIPT = Script("""
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local most = tonumber(ARGV[4])
@@ -58,7 +58,7 @@ if n > most then
 end
 local flagged = redis.call('PEXPIRE', KEYS[2], window)
 return {n, flagged, newly}
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,11 @@ class TokenSharingWatch:
         clock: Callable[[], float] = time.time,
         timeout: float = 1.0,
         outage_cooldown: float = 1.0,
+        batch: ScriptBatch | None = None,
     ) -> None:
+        """``batch``: the rate limiter's pipeline on the same Redis, so a request's hit and
+        sighting travel together (one round trip); else the watch opens its own client.
+        """
         self.policy = policy
         self.fail_closed = fail_closed
         self.proxies = proxies or TrustedProxies()
@@ -121,8 +125,9 @@ class TokenSharingWatch:
         self._prefix = f"bearerguard:sharing:{_digest(namespace)}:"
         self._networks: dict[str, str] = {}
         self._memory: OrderedDict[tuple[str, str], _Seen] | None = None
-        self._redis: Any = None
-        self._script: Any = None
+        self._redis: Any = None  # the client the watch owns (and closes), if any
+        self._cluster_script: Any = None
+        self._batch: ScriptBatch | None = None
         self._down_until = 0.0
         #: Requests decided without the storage (it failed, or was in its outage cooldown).
         self.storage_errors = 0
@@ -131,15 +136,23 @@ class TokenSharingWatch:
         scheme = storage.partition("://")[0].lower().removeprefix("async+")
         if scheme == "memory":
             self._memory = OrderedDict()
-        elif scheme in ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel"):
+        elif batch is not None:
+            self._batch = batch
+        elif scheme == "redis+cluster":
+            # A cluster pipeline would span nodes: one script call per sighting there.
             self._redis = _redis_client(storage, timeout)
-            self._script = self._redis.register_script(_SCRIPT)
+            self._cluster_script = self._redis.register_script(_SCRIPT.text)
+        elif scheme in ("redis", "rediss", "unix", "redis+sentinel"):
+            self._redis = _redis_client(storage, timeout)
+            self._batch = ScriptBatch(self._redis)
         else:
             raise ValueError(
                 f"token_sharing cannot keep its state in {scheme}://; use memory:// or redis://"
             )
 
     async def aclose(self) -> None:
+        if self._batch is not None and self._redis is not None:
+            await self._batch.aclose()
         if self._redis is not None:
             try:
                 await self._redis.aclose()
@@ -245,8 +258,12 @@ class TokenSharingWatch:
     async def _observe_in_redis(self, key: str, network: str, now: float) -> tuple[int, bool, bool]:
         base = self._prefix + "{" + key + "}"  # one hash slot for both keys (Redis Cluster)
         args = [int(now * 1000), int(self.policy.window * 1000), network, self.policy.max_networks]
+        keys = [base + ":n", base + ":f"]
         async with asyncio.timeout(self.timeout):
-            count, flagged, newly = await self._script(keys=[base + ":n", base + ":f"], args=args)
+            if self._batch is not None:
+                count, flagged, newly = await self._batch.run(_SCRIPT, keys, args)
+            else:
+                count, flagged, newly = await self._cluster_script(keys=keys, args=args)
         return int(count), bool(int(flagged)), bool(int(newly))
 
     def _without_storage(self, token: AccessToken, exc: Exception | None) -> None:
