@@ -34,6 +34,7 @@ from jwt.algorithms import get_default_algorithms
 
 from bearerguard._config import HMAC_ALGORITHMS, TENANT_PLACEHOLDER, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._introspection import names_an_access_token
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey
 from bearerguard._metadata import discovery_urls
@@ -840,14 +841,17 @@ class _Inspector:
         self.add("active", "pass", "true: the issuer vouches for the token")
         token_type = claims.get("token_type")
         if token_type is not None:
-            if isinstance(token_type, str) and token_type.lower() == "bearer":
-                self.add("token_type", "pass", f"{show(token_type)}")
+            if names_an_access_token(token_type, claims):
+                bound = " (bound to a DPoP key: taken only with its proof)"
+                self.add(
+                    "token_type", "pass", f"{show(token_type)}{bound if 'cnf' in claims else ''}"
+                )
             else:
                 self.add(
                     "token_type",
                     "fail",
-                    f"token_type {show(token_type)}: not a bearer access token (a DPoP-bound "
-                    "or refresh token cannot be used as a bearer token)",
+                    f"token_type {show(token_type)}: not an access token this API takes (a "
+                    "refresh token, or DPoP without the cnf.jkt of its key)",
                     "bad_token_type",
                 )
         if "iss" in claims:

@@ -63,7 +63,7 @@ _BEARER_TYPES = frozenset({"bearer"})
 IntrospectionListener = Callable[[str, float, AuthError | None], None]
 
 
-def _names_an_access_token(token_type: Any, document: Mapping[str, Any]) -> bool:
+def names_an_access_token(token_type: Any, document: Mapping[str, Any]) -> bool:
     """``Bearer``, or ``DPoP`` described with the key it is bound to (RFC 9449 §6.2)."""
     if type(token_type) is not str:
         return False
@@ -247,7 +247,7 @@ class Introspector:
             )
             return  # an inactive answer says nothing else worth judging
         token_type = document.get("token_type")
-        if token_type is not None and not _names_an_access_token(token_type, document):
+        if token_type is not None and not names_an_access_token(token_type, document):
             fail(
                 failures,
                 InvalidToken(
