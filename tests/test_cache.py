@@ -384,6 +384,17 @@ def test_cache_is_bounded() -> None:
     assert len(cache) <= 100 + 25
 
 
+def test_a_full_cache_evicts_its_oldest_entry_and_everything_kept_beside_it() -> None:
+    cache = ValidationCache(3)
+    digests = [bytes([i]) * 32 for i in range(5)]
+    tokens = [access_token(str(i)) for i in range(5)]
+    for digest, token in zip(digests, tokens, strict=True):
+        cache.accept(digest, token, 1e12, ALWAYS_ACTIVE)
+    assert [cache.lookup(d, 0.0) for d in digests] == [None, None, *tokens[2:]]
+    accepted: Any = cache._accepted
+    assert set(accepted.deadlines) == set(accepted.verifiers) == set(digests[2:])
+
+
 def test_a_flood_of_refusals_never_evicts_accepted_tokens() -> None:
     cache = ValidationCache(100)
     good = [access_token(str(i)) for i in range(50)]
