@@ -89,6 +89,17 @@ async def test_over_budget_is_429_with_retry_after_headers_and_json_error() -> N
     assert "www-authenticate" not in refused.headers
 
 
+async def test_client_id_budget_counts_the_client_a_provider_names_in_azp() -> None:
+    # Auth0, Keycloak and Entra v2 name the client in azp: two users of one client
+    # share its budget, another client has its own.
+    async with client(fastapi_app(rate_limit="2/minute", rate_limit_key="client_id")) as http:
+        first = await http.get("/items", headers=bearer(mint("ann", azp="web-app")))
+        second = await http.get("/items", headers=bearer(mint("bob", azp="web-app")))
+        third = await http.get("/items", headers=bearer(mint("cid", azp="web-app")))
+        other = await http.get("/items", headers=bearer(mint("dan", azp="cli-app")))
+    assert [r.status_code for r in (first, second, third, other)] == [200, 200, 429, 200]
+
+
 async def test_success_responses_carry_ratelimit_headers() -> None:
     token = mint()
     async with client(fastapi_app(rate_limit="3/minute;100/hour")) as http:
