@@ -842,10 +842,9 @@ class _Inspector:
         token_type = claims.get("token_type")
         if token_type is not None:
             if names_an_access_token(token_type, claims):
-                bound = " (bound to a DPoP key: taken only with its proof)"
-                self.add(
-                    "token_type", "pass", f"{show(token_type)}{bound if 'cnf' in claims else ''}"
-                )
+                dpop = str(token_type).lower() == "dpop"
+                bound = " (bound to a DPoP key: taken only with its proof)" if dpop else ""
+                self.add("token_type", "pass", f"{show(token_type)}{bound}")
             else:
                 self.add(
                     "token_type",
