@@ -5,8 +5,8 @@ Why it is shaped this way:
 * The hit path is the hot path (hundreds of thousands a second): one digest, one
   lookup, one deadline comparison, one ``key.active`` read and one counter
   increment, allocating nothing. ``cachetools.TTLCache`` costs several times that
-  per ``get``, so entries carry their own deadline in a ``cachetools.Cache`` read
-  through a plain-dict index.
+  per ``get``, so entries carry their own deadline in a bounded ``OrderedDict``
+  read with ``dict.get`` (and dropping its oldest entry is O(1) when it is full).
 * A deadline is fixed when the entry is stored: never past the token's ``exp``
   (RFC 7662 §4 asks it of introspection answers; JWTs get the same), never past
   the configured cap. Comparing it with the clock on every hit is the per-request
