@@ -723,3 +723,10 @@ async def test_test_issuer_like_plays_a_preset_at_its_own_urls(config: Issuer) -
         access = await accepted(config, played, played.mint(claims))
     assert access.subject == "u1"
     assert played.requests[played.jwks_path] == 1
+
+
+def test_cognito_in_a_china_region_uses_the_amazonaws_com_cn_endpoints() -> None:
+    config = providers.cognito(
+        region="cn-north-1", user_pool_id="cn-north-1_AbC123xyz", client_ids=[APP]
+    )
+    assert config.issuer == "https://cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_AbC123xyz"

@@ -210,7 +210,7 @@ def cognito(  # type: ignore[misc]  # see _build
     expected: dict[str, Expected] = {"token_use": "access"}
     return _build(
         {
-            "issuer": f"https://cognito-idp.{region}.amazonaws.com/{user_pool_id}",
+            "issuer": f"https://cognito-idp.{region}.{_aws_domain(region)}/{user_pool_id}",
             "audience": None,
             "client_ids": client_ids,
             "scope_claims": ("scope",),
@@ -219,6 +219,11 @@ def cognito(  # type: ignore[misc]  # see _build
         },
         overrides,
     )
+
+
+def _aws_domain(region: str) -> str:
+    """AWS endpoints live under ``amazonaws.com``, in the China regions ``amazonaws.com.cn``."""
+    return "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
 
 
 def keycloak(  # type: ignore[misc]  # see _build
