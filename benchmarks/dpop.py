@@ -210,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=REQUESTS)
     parser.add_argument("--json", default=None, help="also write the result to this file")
+    parser.add_argument(
+        "--markdown", default=None, help="also write the table (with machine and load) here"
+    )
     args = parser.parse_args(argv)
+    from benchmarks.machine import describe, label, load, load_note
     from benchmarks.tokens import BenchIssuer
+
+    machine = describe()
 
     def progress(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -225,10 +231,22 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
         loop.close()
         issuer.close()
-    print(render(result))
+    machine["load_at_end"] = load()
+    result["machine"] = machine
+    table = render(result)
+    print(table)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
+    if args.markdown:
+        command = "python -m benchmarks.dpop " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        with open(args.markdown, "w") as out:
+            out.write(
+                f"{table}\n\nMeasured at {machine['revision']} on {label(machine)}. "
+                f"{load_note(machine)}\nReproduce: `{command.strip()}`.\n"
+            )
     return 0
 
 
