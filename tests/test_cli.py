@@ -146,13 +146,16 @@ def test_wrong_issuer(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIss
 def test_wrong_issuer_trailing_slash_is_named(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint({"iss": bearer_issuer.issuer + "/"}))
+    token = bearer_issuer.mint({"iss": bearer_issuer.issuer + "/"})
+    result = _run(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert "the token's iss ends with a slash and the configured issuer does not" in result.out
     assert "compared exactly" in result.out
-    # Keys come from the configured issuer all the same: the signature still verifies.
-    assert "PASS  signature" in result.out
     assert "INVALID (bad_iss)" in result.out
+    # The validator picks the issuer by iss: a foreign iss is refused before any key.
+    checks = _run(capsys, bearer_issuer, token, "--json").json["checks"]
+    assert isinstance(checks, list)
+    assert {c["name"]: c["status"] for c in checks}["signature"] == "skip"
 
 
 def test_alg_none(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
@@ -263,6 +266,16 @@ def test_opaque_active_is_introspected_at_the_configured_issuer(
     assert "PASS  active" in result.out
     assert "VALID: the API accepts this token (scopes: read:items)" in result.out
     assert "rs-secret" not in result.out
+
+
+def test_inspect_sends_an_opaque_token_to_introspection_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
+) -> None:
+    token = bearer_issuer.mint_opaque(scope="read:items")
+    options = _introspecting(monkeypatch, bearer_issuer)
+    result = _run(capsys, bearer_issuer, token, "--json", *options)
+    assert result.json["verdict"] == "valid"
+    assert bearer_issuer.requests[bearer_issuer.introspection_path] == 1
 
 
 def test_opaque_revoked_is_inactive(

@@ -1,12 +1,12 @@
 """Why a token is accepted or refused, check by check: the engine behind ``bearerguard inspect``.
 
-Every verdict here comes from the library's own code (size cap and shape as the
-validator tests them, :func:`~bearerguard._jws.parse_jws`,
-:class:`~bearerguard._claims.ClaimRules`, the issuer's
-:class:`~bearerguard._jwks.JWKSCache` and the keys' own ``verify``), and the
-final answer is the :class:`~bearerguard._validator.TokenValidator`'s, so an
-explanation can never disagree with what the middleware does. This module only
-adds words: which value, which key, how far off the clock is.
+The validator decides, once, with a :class:`~bearerguard._trace.Trace`: which keys
+it had, which one verified, whether the same-kid re-check ran, what introspection
+answered, why an upstream failed, and every header and claim rule the token broke
+(the rules collect their failures instead of stopping at the first). This module
+renders that trace in words: it re-implements no check, reads no log, and sends a
+token to the introspection endpoint at most once, so its verdict is the
+middleware's.
 
 Keys and metadata come from the configured issuer only; a URL inside the token
 (``jku``, ``x5u``) is reported and ignored. The token itself is never printed or
@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
-import logging
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -34,10 +32,10 @@ from jwt.algorithms import get_default_algorithms
 
 from bearerguard._config import HMAC_ALGORITHMS, TENANT_PLACEHOLDER, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
-from bearerguard._introspection import names_an_access_token
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey
 from bearerguard._metadata import discovery_urls
+from bearerguard._trace import Trace
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, IssuerState, TokenValidator
 
 __all__ = ["Check", "Diagnosis", "diagnose", "thumbprint"]
@@ -66,8 +64,20 @@ _THUMBPRINT_MEMBERS = {
     "OKP": ("crv", "kty", "x"),
 }
 _MAX_SHOWN = 120
-_CLAIM_LOOP_LIMIT = 16
-_REASON_IN_LOG = re.compile(r"reason=(.*?)(?: retry_in=| have_cached=| keys=|$)")
+#: The reasons the header, iss and claim renderings below put in their own words.
+_HEADER: tuple[str, ...] = ("bad_alg", "crit", "bad_typ", "bad_kid", "b64")
+_ISS: tuple[str, ...] = ("bad_iss", "bad_tenant")
+_CLAIMS: tuple[str, ...] = (
+    "bad_aud",
+    "bad_exp",
+    "expired",
+    "bad_nbf",
+    "not_yet_valid",
+    "bad_iat",
+    "iat_future",
+    "missing_claim",
+    "bad_claim",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,44 +229,6 @@ def issuer_difference(found: Any, expected: str) -> str:
     return "they are different strings"
 
 
-# -- upstream failures, as the library logs them ------------------------------------------
-
-
-class _Captured(logging.Handler):
-    """Collects bearerguard's warnings during one inspection (the reasons behind a 503)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def reasons(self, logger: str) -> list[str]:
-        """What went wrong, in the words of ``logger``'s events (``reason=...`` when given)."""
-        found: list[str] = []
-        for record in self.records:
-            if record.name != logger:
-                continue
-            message = record.getMessage()
-            match = _REASON_IN_LOG.search(message)
-            text = match.group(1) if match else message.removeprefix("bearerguard.")
-            if text not in found:
-                found.append(text)
-        return found
-
-
-@contextmanager
-def _capture_upstream_log() -> Iterator[_Captured]:
-    logger = logging.getLogger("bearerguard")
-    handler = _Captured()
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
 # -- the inspection ------------------------------------------------------------------------
 
 
@@ -282,53 +254,48 @@ async def diagnose(
         length=len(token),
         shape="unknown",
     )
+    trace = Trace()
     try:
-        with _capture_upstream_log() as upstream:
-            inspector = _Inspector(
-                report, state, clock(), max_token_length, upstream, required_scopes
-            )
-            try:
-                await inspector.run(token)
-            except Exception as exc:  # a bug in the words must not hide the verdict
-                report.checks.append(
-                    Check(
-                        "inspect",
-                        "info",
-                        f"the step-by-step explanation stopped early ({type(exc).__name__}); "
-                        "the verdict below is still the validator's",
-                    )
+        with contextlib.suppress(AuthError):  # the trace holds the refusal
+            await validator.validate(token, trace=trace)
+        _verdict(report, trace, required_scopes)
+        inspector = _Inspector(report, state, trace, clock(), max_token_length, required_scopes)
+        try:
+            inspector.run(token)
+        except Exception as exc:  # a bug in the words must not hide the verdict
+            report.checks.append(
+                Check(
+                    "inspect",
+                    "info",
+                    f"the step-by-step explanation stopped early ({type(exc).__name__}); "
+                    "the verdict below is still the validator's",
                 )
-            await _verdict(report, validator, token, required_scopes)
+            )
+        _consistency(report)
     finally:
         await validator.aclose()
     return report
 
 
-async def _verdict(
-    report: Diagnosis, validator: TokenValidator, token: str, required: tuple[str, ...]
-) -> None:
+def _verdict(report: Diagnosis, trace: Trace, required: tuple[str, ...]) -> None:
     """The validator's own answer: the one the middleware would give."""
-    try:
-        access = await validator.validate(token)
-    except Unavailable as error:
-        report.verdict, report.reason, report.description = (
-            "unavailable",
-            error.reason,
-            error.description,
-        )
-    except AuthError as error:
-        report.verdict, report.reason, report.description = (
-            "invalid",
-            error.reason,
-            error.description,
-        )
-    else:
+    error = trace.error
+    if isinstance(error, Unavailable):
+        report.verdict, report.reason = "unavailable", error.reason
+        report.description = error.description
+    elif error is not None:
+        report.verdict, report.reason = "invalid", error.reason
+        report.description = error.description
+    elif trace.access is not None:
         report.verdict = "valid"
-        report.scopes = sorted(access.scopes)
-        missing = [s for s in required if s not in access.scopes]
-        if missing:
+        report.scopes = sorted(trace.access.scopes)
+        if any(s not in trace.access.scopes for s in required):
             report.verdict, report.reason = "invalid", "insufficient_scope"
             report.description = "The access token lacks a required scope"
+
+
+def _consistency(report: Diagnosis) -> None:
+    """The words must agree with the verdict; say so when they do not."""
     if report.verdict == "valid" and report.failed:
         report.checks.append(
             Check(
@@ -356,39 +323,50 @@ class _Inspector:
         self,
         report: Diagnosis,
         state: IssuerState,
+        trace: Trace,
         now: float,
         max_token_length: int,
-        upstream: _Captured,
         required_scopes: tuple[str, ...] = (),
     ) -> None:
         self.required_scopes = required_scopes
         self.report = report
         self.state = state
+        self.trace = trace
         self.rules = state.rules
         self.now = now
         self.max_token_length = max_token_length
-        self.upstream = upstream
 
     def add(self, name: str, status: Status, detail: str, reason: str | None = None) -> None:
         self.report.checks.append(Check(name, status, detail, reason))
 
-    async def run(self, token: str) -> None:
+    def run(self, token: str) -> None:
         if not self._size(token):
             return
         if not self._shape(token):
-            if self.report.shape == "opaque" and self.state.introspector is not None:
-                await self._introspect(token)
+            if self.report.shape == "opaque" and self.trace.kind == "opaque":
+                self._introspection()
             return
         decoded = self._decode(token)
         if decoded is None:
             return
         header, claims = decoded
-        alg = self._header(header)
-        self._iss(claims)
+        failures = self._failures(header, claims)
+        alg = self._header(header, failures)
+        self._iss(claims, failures)
         if alg is not None and self.report.shape == "JWS":
-            await self._signature(token, header, alg)
-        self._claims(claims)
+            self._signature(alg, header_refused=any(f.reason in _HEADER for f in failures))
+        self._claims(claims, failures)
         self._scopes(claims)
+
+    def _failures(self, header: dict[str, Any], claims: dict[str, Any]) -> list[InvalidToken]:
+        """Every header and claim rule broken: the validator's, or (when it could not pick
+        this issuer, say for a foreign ``iss``) the same rules run here in collect mode."""
+        if self.trace.kind == "jwt":
+            return self.trace.failures
+        failures: list[InvalidToken] = []
+        self.rules.check_header(header, failures)
+        self.rules.check_claims(claims, self.now, failures=failures)
+        return failures
 
     # -- before decoding -------------------------------------------------------------
 
@@ -453,7 +431,7 @@ class _Inspector:
             "has 3, a JWE 5): an opaque token, which only the authorization server can "
             "read (RFC 7662 introspection)"
         )
-        if self.state.introspector is not None:
+        if self.trace.kind == "opaque":
             self.add("shape", "info", what)
         else:
             self.add(
@@ -494,33 +472,12 @@ class _Inspector:
 
     # -- the header ------------------------------------------------------------------
 
-    def _header(self, header: dict[str, Any]) -> str | None:
-        """Run ``check_header`` until it passes, undoing one fault at a time; return the alg."""
-        failures: dict[str, InvalidToken] = {}
-        probe = dict(header)
-        alg: str | None = None
-        for _ in range(_CLAIM_LOOP_LIMIT):
-            try:
-                alg = self.rules.check_header(probe)
-                break
-            except InvalidToken as error:
-                if error.reason in failures:
-                    break
-                failures[error.reason] = error
-                if error.reason == "bad_alg":
-                    probe["alg"] = sorted(self.rules.algorithms)[0]
-                elif error.reason == "crit":
-                    probe.pop("crit", None)
-                elif error.reason == "bad_typ":
-                    probe["typ"] = "at+jwt"
-                elif error.reason == "bad_kid":
-                    probe.pop("kid", None)
-                else:
-                    self.add("header", "fail", error.description, error.reason)
-                    return None
-        self._alg(header, failures.get("bad_alg"))
-        self._typ(header, failures.get("bad_typ"))
-        if failures.get("crit"):
+    def _header(self, header: dict[str, Any], failures: list[InvalidToken]) -> str | None:
+        """The header rules, in words; the alg when the signature could be judged."""
+        found = _by_reason(failures, _HEADER)
+        self._alg(header, found.get("bad_alg"))
+        self._typ(header, found.get("bad_typ"))
+        if found.get("crit"):
             self.add(
                 "crit",
                 "fail",
@@ -528,7 +485,15 @@ class _Inspector:
                 "bearerguard understands none, so it must refuse the token (RFC 7515 §4.1.11)",
                 "crit",
             )
-        if failures.get("bad_kid"):
+        if found.get("b64"):
+            self.add(
+                "b64",
+                "fail",
+                f"b64 {show(header.get('b64'))}: the unencoded-payload option (RFC 7797) is not "
+                "for JWTs, whatever its value (RFC 7797 §7)",
+                "b64",
+            )
+        if found.get("bad_kid"):
             self.add(
                 "kid",
                 "fail",
@@ -545,7 +510,8 @@ class _Inspector:
                     "come only from the configured issuer's JWKS, never from the token "
                     "(RFC 8725 §3.10)",
                 )
-        return alg if "bad_alg" not in failures and "bad_kid" not in failures else None
+        alg = header.get("alg")
+        return alg if "bad_alg" not in found and "bad_kid" not in found else None
 
     def _alg(self, header: dict[str, Any], failure: InvalidToken | None) -> None:
         alg = header.get("alg")
@@ -603,13 +569,14 @@ class _Inspector:
 
     # -- iss, before keys: the validator picks the issuer by it ------------------------
 
-    def _iss(self, claims: dict[str, Any]) -> None:
+    def _iss(self, claims: dict[str, Any], failures: list[InvalidToken]) -> None:
         found = claims.get("iss")
         expected = self.rules.issuer
+        refused = _by_reason(failures, ("bad_iss", "bad_tenant"))
         if self.rules.template is not None:
-            self._iss_template(claims)
+            self._iss_template(claims, next(iter(refused.values()), None))
             return
-        if found == expected:
+        if not refused:
             self.add("iss", "pass", f"{show(found)} equals the configured issuer exactly")
             return
         self.add(
@@ -622,16 +589,14 @@ class _Inspector:
             "bad_iss",
         )
 
-    def _iss_template(self, claims: dict[str, Any]) -> None:
+    def _iss_template(self, claims: dict[str, Any], error: InvalidToken | None) -> None:
         """An issuer template: ``tid`` fills it, the result must be ``iss``, the tenant allowed."""
         rules = self.rules
         found, tid = claims.get("iss"), claims.get("tid")
         tenants = (
             "any tenant" if rules.tenants is None else f"tenants {show(sorted(rules.tenants))}"
         )
-        try:
-            rules.check_tenant(claims)
-        except InvalidToken as error:
+        if error is not None:
             if error.reason == "bad_tenant":
                 detail = f"tid {show(tid)} is not among the allowed {tenants}"
             elif not isinstance(tid, str):
@@ -653,73 +618,81 @@ class _Inspector:
 
     # -- keys and the signature ----------------------------------------------------------
 
-    async def _signature(self, token: str, header: dict[str, Any], alg: str) -> None:
-        if alg in HMAC_ALGORITHMS:
+    def _signature(self, alg: str, *, header_refused: bool) -> None:
+        """What the validator did with keys: which it had, which fitted, which verified."""
+        trace = self.trace
+        error = trace.error
+        reason = error.reason if error is not None else None
+        if trace.key is not None:
+            self._metadata_check()
+            self._keys_check()
+            self.add("kid", "pass", f"found: {_describe_key(trace.key)}")
+            again = (
+                " after re-fetching the keys (the kid's key was replaced)"
+                if trace.rechecked
+                else ""
+            )
+            self.add("signature", "pass", f"verified with {_describe_key(trace.key)}{again}")
+            if reason == "key_issuer":
+                bound = trace.key.bound_issuer
+                self.add(
+                    "key issuer",
+                    "fail",
+                    f"the key's JWK says it signs for {show(bound)} only; the token's iss "
+                    f"is {show((self.report.claims or {}).get('iss'))}",
+                    "key_issuer",
+                )
+            return
+        if header_refused or trace.kind != "jwt":
+            self.add("signature", "skip", "not checked: the token was refused before its keys")
+            return
+        if alg in HMAC_ALGORITHMS and reason == "no_key":
             self.add("signature", "skip", "HMAC tokens need the shared secret; inspect has none")
             return
-        kid: str | None = header.get("kid")
-        jwks = self.state.jwks
-        try:
-            candidates = await jwks.get_keys(kid, alg)
-        except Unavailable as error:
+        if isinstance(error, Unavailable):
             self._upstream_failed(error)
             self.add("signature", "skip", "not checked: no keys to check it with")
             return
-        except InvalidToken as error:
-            self._metadata_check()
-            self._keys_check()
-            keyset = jwks.keyset
-            kids = sorted({str(k.kid) for k in keyset.keys}) if keyset is not None else []
+        self._metadata_check()
+        self._keys_check()
+        kid = trace.kid
+        if reason == "unknown_kid":
+            kids = sorted({str(k.kid) for k in trace.published})
             self.add(
                 "kid",
                 "fail",
                 f"unknown kid {show(kid)}: the issuer publishes kids {show(kids, 400)} "
-                "(asked again once, as the middleware would on a new kid). The token was "
+                "(asked again once, as the middleware does on a new kid). The token was "
                 "signed with a key this issuer does not publish: another issuer or "
                 "environment, or a key already removed",
-                error.reason,
+                "unknown_kid",
             )
             self.add("signature", "skip", "not checked: no key to check it with")
             return
-        self._metadata_check()
-        self._keys_check()
-        if not candidates:
+        if reason == "no_key" or not trace.candidates:
             self._no_fitting_key(kid, alg)
             return
+        candidates = trace.candidates
         if kid is None:
             self.add("kid", "info", f"no kid: tried the {len(candidates)} key(s) for {alg}")
         else:
             self.add("kid", "pass", f"found: {_describe_key(candidates[0])}")
-        parsed = parse_jws(token)
-        for key in candidates:
-            if key.verify(parsed.signing_input, parsed.signature):
-                self.add("signature", "pass", f"verified with {_describe_key(key)}")
-                bound = key.bound_issuer
-                if bound is not None and not self.rules.key_allows(bound, parsed.claims):
-                    self.add(
-                        "key issuer",
-                        "fail",
-                        f"the key's JWK says it signs for {show(bound)} only; the token's iss "
-                        f"is {show(parsed.claims.get('iss'))}",
-                        "key_issuer",
-                    )
-                return
         tried = (
             f"any of the {len(candidates)} keys for {alg}"
             if len(candidates) > 1
             else _describe_key(candidates[0])
         )
+        again = ", nor after re-fetching the keys once" if trace.rechecked else ""
         self.add(
             "signature",
             "fail",
-            f"does not verify with {tried}: the token was changed after it was signed, or "
-            "signed by another key under the same kid",
+            f"does not verify with {tried}{again}: the token was changed after it was "
+            "signed, or signed by another key under the same kid",
             "bad_signature",
         )
 
     def _no_fitting_key(self, kid: str | None, alg: str) -> None:
-        keyset = self.state.jwks.keyset
-        same_kid = [k for k in keyset.keys if k.kid == kid] if keyset is not None else []
+        same_kid = [k for k in self.trace.published if k.kid == kid]
         if kid is not None and same_kid:
             fits = ", ".join(sorted({f"{k.kty} for {k.alg}" for k in same_kid}))
             detail = f"kid {show(kid)} is published, but as {fits}, not for {alg}"
@@ -733,39 +706,37 @@ class _Inspector:
         if config.jwks_uri is not None or not config.discovery:
             self.add("metadata", "skip", f"discovery skipped: jwks_uri {show(config.jwks_uri)}")
             return
-        metadata = self.state.metadata.cached
-        if metadata is None:
+        if self.trace.metadata_url is None:
             return
-        oidc, rfc8414 = discovery_urls(config.issuer)
-        url = oidc if self.state.metadata.fetches <= 1 else rfc8414
         self.add(
             "metadata",
             "pass",
-            f"{url}: issuer matches; jwks_uri {show(metadata.jwks_uri)}",
+            f"{self.trace.metadata_url}: issuer matches; jwks_uri {show(self.trace.jwks_uri)}",
         )
 
     def _keys_check(self) -> None:
-        keyset = self.state.jwks.keyset
-        if keyset is None:
+        keys = self.trace.published
+        if not keys:
             return
         by_kid: dict[str, set[str]] = {}
-        for key in keyset.keys:
+        for key in keys:
             by_kid.setdefault(str(key.kid), set()).add(f"{key.kty} {key.alg}")
         listing = "; ".join(f"{kid}: {', '.join(sorted(v))}" for kid, v in sorted(by_kid.items()))
-        skipped = f" ({keyset.skipped} unusable key(s) skipped)" if keyset.skipped else ""
-        self.add("keys", "pass", f"{len(by_kid)} key(s) published{skipped}: {listing}")
+        keyset = self.state.jwks.keyset
+        skipped = keyset.skipped if keyset is not None else 0
+        unusable = f" ({skipped} unusable key(s) skipped)" if skipped else ""
+        self.add("keys", "pass", f"{len(by_kid)} key(s) published{unusable}: {listing}")
 
     def _upstream_failed(self, error: Unavailable) -> None:
-        """Say which fetch failed (metadata or JWKS), where, and why, as the library logged it."""
+        """Say which fetch failed (metadata or JWKS), where, and why, in the upstream's words."""
         config = self.state.config
-        metadata = self.state.metadata.cached
+        why = self.trace.upstream_error or error.description
         answer = (
             f"The middleware answers 503 with Retry-After ({error.retry_after}s) here, not "
             "401: the token may well be fine"
         )
-        if metadata is None:
-            why = "; ".join(self.upstream.reasons("bearerguard.metadata")) or error.description
-            where = " or ".join(discovery_urls(config.issuer))
+        if self.trace.jwks_uri is None and config.jwks_uri is None:
+            where = config.metadata_url or " or ".join(discovery_urls(config.issuer))
             self.add(
                 "metadata",
                 "fail",
@@ -775,46 +746,42 @@ class _Inspector:
             self.add("keys", "skip", "not fetched: the metadata names where the keys are")
             return
         self._metadata_check()
-        why = "; ".join(self.upstream.reasons("bearerguard.jwks")) or error.description
         self.add(
             "keys",
             "fail",
-            f"could not get the issuer's keys from {metadata.jwks_uri}: {why}. {answer}",
+            f"could not get the issuer's keys from {self.trace.jwks_uri}: {why}. {answer}",
             error.reason,
         )
 
     # -- opaque tokens: RFC 7662 ----------------------------------------------------------
 
-    async def _introspect(self, token: str) -> None:
-        """Ask the configured issuer's introspection endpoint, then judge its answer's claims."""
-        introspector = self.state.introspector
-        assert introspector is not None
-        try:
-            endpoint = await introspector.endpoint()
-        except Unavailable as error:
-            self._upstream_failed(error)
-            return
-        if endpoint is None:
-            self.add(
-                "introspection",
-                "fail",
-                "the issuer's metadata names no introspection_endpoint; give one with "
-                "--introspection-endpoint (introspection_endpoint= in the middleware)",
-                "no_introspection",
-            )
-            return
+    def _introspection(self) -> None:
+        """What the introspection endpoint answered the validator (asked once), judged."""
+        trace, error = self.trace, self.trace.error
         config = self.state.config
-        try:
-            document = await introspector.ask(token, endpoint, short_hash=self.report.token_sha256)
-        except Unavailable as error:
-            why = "; ".join(self.upstream.reasons("bearerguard.introspection"))
+        endpoint = trace.introspection_endpoint
+        if endpoint is None:
+            if isinstance(error, Unavailable):
+                self._upstream_failed(error)
+            elif error is not None and error.reason == "no_introspection":
+                self.add(
+                    "introspection",
+                    "fail",
+                    "the issuer's metadata names no introspection_endpoint; give one with "
+                    "--introspection-endpoint (introspection_endpoint= in the middleware)",
+                    "no_introspection",
+                )
+            return
+        document = trace.introspection
+        if document is None:
+            why = trace.upstream_error or (error.description if error is not None else "")
             self.add(
                 "introspection",
                 "fail",
-                f"{endpoint} gave no usable answer ({why or error.description}); a 401 here "
-                f"means it refused the credentials of client {show(config.client_id)}. The "
-                "middleware answers 503 with Retry-After, not 401: the token may well be fine",
-                error.reason,
+                f"{endpoint} gave no usable answer ({why}); a 401 here means it refused the "
+                f"credentials of client {show(config.client_id)}. The middleware answers 503 "
+                "with Retry-After, not 401: the token may well be fine",
+                error.reason if error is not None else None,
             )
             return
         claims = dict(document)
@@ -825,8 +792,10 @@ class _Inspector:
             f"{endpoint} answered (as client {show(config.client_id)}, "
             f"{config.introspection_auth})",
         )
+        failures = trace.failures
+        found = _by_reason(failures, ("inactive", "bad_token_type"))
         active = claims.get("active")
-        if active is not True:
+        if "inactive" in found:
             detail = (
                 "the issuer says the token is not active: expired, revoked, or not one it "
                 "issued (RFC 7662 §2.2)"
@@ -840,73 +809,39 @@ class _Inspector:
             return
         self.add("active", "pass", "true: the issuer vouches for the token")
         token_type = claims.get("token_type")
-        if token_type is not None:
-            if names_an_access_token(token_type, claims):
-                dpop = str(token_type).lower() == "dpop"
-                bound = " (bound to a DPoP key: taken only with its proof)" if dpop else ""
-                self.add("token_type", "pass", f"{show(token_type)}{bound}")
-            else:
-                self.add(
-                    "token_type",
-                    "fail",
-                    f"token_type {show(token_type)}: not an access token this API takes (a "
-                    "refresh token, or DPoP without the cnf.jkt of its key)",
-                    "bad_token_type",
-                )
+        if "bad_token_type" in found:
+            self.add(
+                "token_type",
+                "fail",
+                f"token_type {show(token_type)}: not an access token this API takes (a "
+                "refresh token, or DPoP without the cnf.jkt of its key)",
+                "bad_token_type",
+            )
+        elif token_type is not None:
+            dpop = str(token_type).lower() == "dpop"
+            bound = " (bound to a DPoP key: taken only with its proof)" if dpop else ""
+            self.add("token_type", "pass", f"{show(token_type)}{bound}")
         if "iss" in claims:
-            self._iss(claims)
-        self._claims(claims, introspected=True)
+            self._iss(claims, failures)
+        self._claims(claims, failures, introspected=True)
         self._scopes(claims)
 
     # -- claims --------------------------------------------------------------------------
 
-    def _claims(self, claims: dict[str, Any], *, introspected: bool = False) -> None:
-        """Run ``check_claims`` until it passes, setting right one fault at a time."""
-        failures: dict[str, InvalidToken] = {}
-        probe = dict(claims)
-        rules = self.rules
-        for _ in range(_CLAIM_LOOP_LIMIT):
-            try:
-                if introspected:
-                    rules.check_claims(probe, self.now, introspected=True)
-                else:
-                    rules.check_claims(probe, self.now)
-                break
-            except InvalidToken as error:
-                if error.reason in failures:
-                    break
-                failures[error.reason] = error
-                if error.reason in ("bad_iss", "bad_tenant") and rules.template is not None:
-                    tid = sorted(rules.tenants)[0] if rules.tenants else "tenant"
-                    probe["tid"], probe["iss"] = tid, rules.template[0] + tid + rules.template[1]
-                elif error.reason == "bad_iss":
-                    probe["iss"] = rules.issuer
-                elif error.reason == "bad_aud":
-                    probe["aud"] = sorted(rules.audiences)[0]
-                elif error.reason in ("bad_exp", "expired"):
-                    probe["exp"] = self.now + 3600
-                elif error.reason in ("bad_nbf", "not_yet_valid"):
-                    probe.pop("nbf", None)
-                elif error.reason in ("bad_iat", "iat_future"):
-                    probe["iat"] = int(self.now)
-                elif error.reason == "missing_claim":
-                    for name in rules.required_configured if introspected else rules.required:
-                        if probe.get(name) is None:
-                            probe[name] = int(self.now) if name == "iat" else "x"
-                elif error.reason == "bad_claim":
-                    for name in ("sub", "client_id", "jti"):
-                        if name in probe and not isinstance(probe[name], str):
-                            probe[name] = "x"
-                else:
-                    self.add("claims", "fail", error.description, error.reason)
-                    break
-        self._aud(claims, failures.get("bad_aud"))
-        self._exp(claims, failures.get("bad_exp") or failures.get("expired"))
-        self._date(claims, "nbf", failures.get("bad_nbf") or failures.get("not_yet_valid"))
-        self._date(claims, "iat", failures.get("bad_iat") or failures.get("iat_future"))
-        self._required(
-            claims, failures.get("missing_claim"), failures.get("bad_claim"), introspected
-        )
+    def _claims(
+        self, claims: dict[str, Any], failures: list[InvalidToken], *, introspected: bool = False
+    ) -> None:
+        """Each claim rule, in words, from the failures the rules collected."""
+        found = _by_reason(failures, _CLAIMS)
+        self._aud(claims, found.get("bad_aud"))
+        self._exp(claims, found.get("bad_exp") or found.get("expired"))
+        self._date(claims, "nbf", found.get("bad_nbf") or found.get("not_yet_valid"))
+        self._date(claims, "iat", found.get("bad_iat") or found.get("iat_future"))
+        self._required(claims, found.get("missing_claim"), found.get("bad_claim"), introspected)
+        for failure in failures:
+            if failure.reason not in _CLAIMS and failure.reason not in _HEADER + _ISS:
+                # A rule without words of its own: its description and structured detail.
+                self.add(failure.claim or "claims", "fail", _detail(failure), failure.reason)
 
     def _aud(self, claims: dict[str, Any], failure: InvalidToken | None) -> None:
         configured = sorted(self.rules.audiences)
@@ -1115,3 +1050,22 @@ def _why_not_base64url(parts: list[str]) -> str:
             "padding '=' or the '+' '/' of plain base64 are not allowed in a JWS"
         )
     return "three parts, but not a well-formed JWS"
+
+
+def _by_reason(failures: list[InvalidToken], reasons: tuple[str, ...]) -> dict[str, InvalidToken]:
+    """The first failure of each of ``reasons``, by reason."""
+    found: dict[str, InvalidToken] = {}
+    for failure in failures:
+        if failure.reason in reasons:
+            found.setdefault(failure.reason, failure)
+    return found
+
+
+def _detail(failure: InvalidToken) -> str:
+    """A refusal in words from its structured detail: the claim, what was expected, found."""
+    text = failure.description
+    if failure.claim is not None:
+        text += f": {failure.claim} is {show(failure.found)}"
+        if failure.expected is not None:
+            text += f", expected {show(failure.expected)}"
+    return text
