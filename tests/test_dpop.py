@@ -524,11 +524,16 @@ async def test_dpop_nonces_are_valid_across_replicas_with_the_same_secret(
     one = build(dpop_nonce=True, dpop_nonce_secret=SECRET)
     two = build(dpop_nonce=True, dpop_nonce_secret=SECRET)
     stranger = build(dpop_nonce=True, dpop_nonce_secret=SECRET.upper())
+    other_api = build(dpop_nonce=True, dpop_nonce_secret=SECRET, audience="https://other.example")
     token = test_issuer.mint(audience=AUD, dpop_key=key)
     nonce = (await call(one, key.headers(token, "GET", URL))).headers["dpop-nonce"]
     assert (await call(two, key.headers(token, "GET", URL, nonce=nonce))).status_code == 200
     refused = await call(stranger, key.headers(token, "GET", URL, nonce=nonce))
     assert refused.status_code == 401 and 'error="use_dpop_nonce"' in challenge(refused)
+    # The same secret on another API (keyed by who asks) makes other nonces.
+    theirs = test_issuer.mint(audience="https://other.example", dpop_key=key)
+    elsewhere = await call(other_api, key.headers(theirs, "GET", URL, nonce=nonce))
+    assert elsewhere.status_code == 401 and 'error="use_dpop_nonce"' in challenge(elsewhere)
 
 
 async def test_dpop_nonces_rotate_and_a_fresh_one_is_handed_out_before_the_old_expires(
