@@ -370,7 +370,7 @@ def _consult_memory(
         limit, expiry = item.amount, item.get_expiry()
         allowed = storage.acquire_entry(key, limit, expiry) if consume else True
         start, count = storage.get_moving_window(key, limit, expiry)
-        state = _policy_state(item, allowed, WindowStats(start + expiry, limit - count))
+        state = _policy_state_at(item, allowed, start + expiry, limit - count)
         states.append(state)
         if not allowed:
             return states, state
@@ -425,11 +425,17 @@ async def _consult_batched(
 
 
 def _policy_state(item: RateLimitItem, allowed: bool, stats: WindowStats) -> PolicyState:
+    return _policy_state_at(item, allowed, stats.reset_time, stats.remaining)
+
+
+def _policy_state_at(
+    item: RateLimitItem, allowed: bool, reset_time: float, remaining: int
+) -> PolicyState:
     """Where a key stands in one limit; ``reset`` never exceeds the window nor goes negative."""
     window = item.get_expiry()
-    reset = min(window, max(0, math.ceil(stats.reset_time - time.time())))
-    remaining = max(0, min(item.amount, stats.remaining)) if allowed else 0
-    return PolicyState(_policy_name(item), item.amount, window, remaining, reset)
+    reset = min(window, max(0, math.ceil(reset_time - time.time())))
+    left = max(0, min(item.amount, remaining)) if allowed else 0
+    return PolicyState(_policy_name(item), item.amount, window, left, reset)
 
 
 def _token_identity(token: AccessToken) -> tuple[str, str]:

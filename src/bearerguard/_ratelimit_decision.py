@@ -7,6 +7,7 @@ of the tightest. Nothing here talks to a storage.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from starlette.types import Scope
@@ -85,9 +86,18 @@ class RateLimitDecision:
 
 
 def _draft_headers(policies: tuple[PolicyState, ...]) -> list[tuple[bytes, bytes]]:
-    declared = ", ".join(f'"{p.name}";q={p.quota};w={p.window}' for p in policies)
-    current = ", ".join(f'"{p.name}";r={p.remaining};t={p.reset}' for p in policies)
-    return [(b"ratelimit-policy", declared.encode()), (b"ratelimit", current.encode())]
+    """Every limited response carries these: formatted as bytes, the constant part once."""
+    declared = b", ".join([_declared(p.name, p.quota, p.window) for p in policies])
+    current = b", ".join(
+        [b'"%s";r=%d;t=%d' % (p.name.encode(), p.remaining, p.reset) for p in policies]
+    )
+    return [(b"ratelimit-policy", declared), (b"ratelimit", current)]
+
+
+@functools.lru_cache(maxsize=256)
+def _declared(name: str, quota: int, window: int) -> bytes:
+    """One policy of RateLimit-Policy: it depends on the limit alone, not on the hit."""
+    return f'"{name}";q={quota};w={window}'.encode()
 
 
 def _unique(policies: tuple[PolicyState, ...]) -> tuple[PolicyState, ...]:
@@ -107,7 +117,7 @@ def _unique(policies: tuple[PolicyState, ...]) -> tuple[PolicyState, ...]:
 
 def decision_of(states: list[PolicyState]) -> RateLimitDecision:
     """The decision a walk over several limits ends in: the tightest leads."""
-    lead = min(states, key=lambda s: (s.remaining, -s.reset))
+    lead = states[0] if len(states) == 1 else min(states, key=lambda s: (s.remaining, -s.reset))
     return RateLimitDecision(lead.quota, lead.remaining, lead.reset, tuple(states))
 
 
