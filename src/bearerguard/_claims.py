@@ -80,7 +80,7 @@ class _ClaimPath:
     ``"https://example.com/roles"`` are top-level names), then as a path.
     """
 
-    __slots__ = ("name", "parts")
+    __slots__ = ("name", "parts", "plain")
 
     def __init__(self, path: ClaimPath, setting: str) -> None:
         if isinstance(path, str):
@@ -101,6 +101,8 @@ class _ClaimPath:
             )
         self.name = name
         self.parts = parts if len(parts) > 1 else None
+        #: The name, when the path is one top-level claim: read with one ``dict.get``.
+        self.plain = name if self.parts is None else None
 
     def find(self, claims: Mapping[str, Any]) -> Any:
         """The value, :data:`_ABSENT`, or :data:`_UNUSABLE` (a non-object on the way)."""
@@ -250,8 +252,10 @@ class ClaimRules:
         """
         found: frozenset[str] | None = None
         for path in self._scope_paths:
-            value = path.find(claims)
-            if value is _ABSENT:
+            # A plain name (nearly every issuer's) is one dict lookup, no method call.
+            name = path.plain
+            value = path.find(claims) if name is None else claims.get(name, _ABSENT)
+            if value is _ABSENT or value is None:
                 continue
             if type(value) is str:
                 scopes = self.scope_memo.get(value)
