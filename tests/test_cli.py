@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -33,9 +34,32 @@ class Result:
     err: str
 
     @property
-    def json(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads(self.out)
+    def json(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.out)
         return loaded
+
+
+@dataclass
+class Report:
+    """``inspect --json``: what the tests read, rather than the text's column layout."""
+
+    code: int
+    json: dict[str, Any]
+    text: str  # the raw output, for what must never appear in it
+
+    @property
+    def reason(self) -> str | None:
+        reason: str | None = self.json["reason"]
+        return reason
+
+    def status(self, name: str) -> str:
+        """The status of the first check named ``name``."""
+        return str(next(c["status"] for c in self.json["checks"] if c["name"] == name))
+
+    @property
+    def words(self) -> str:
+        """Every check's detail, one a line: what a person reads, without the layout."""
+        return "\n".join(str(c["detail"]) for c in self.json["checks"])
 
 
 def _b64(data: bytes) -> str:
@@ -54,6 +78,14 @@ def _run(
     captured = capsys.readouterr()
     assert token not in captured.out and token not in captured.err  # never echo the token
     return Result(code, captured.out, captured.err)
+
+
+def _inspect(
+    capsys: pytest.CaptureFixture[str], issuer: TestIssuer, token: str, *extra: str
+) -> Report:
+    """``inspect --json`` for ``token``: the report the tests below read."""
+    result = _run(capsys, issuer, token, "--json", *extra)
+    return Report(result.code, result.json, result.out + result.err)
 
 
 def _reason(capsys: pytest.CaptureFixture[str], issuer: TestIssuer, token: str, *extra: str) -> str:
@@ -98,60 +130,60 @@ def test_required_scope_missing_is_invalid_with_403_words(
 
 
 def test_expired(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_expired())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_expired())
     assert result.code == EXIT_INVALID
-    assert "FAIL  exp" in result.out
-    assert "expired 1h" in result.out and "leeway 60 s" in result.out
-    assert "INVALID (expired)" in result.out
+    assert result.status("exp") == "fail"
+    assert "expired 1h" in result.words and "leeway 60 s" in result.words
+    assert result.reason == "expired"
 
 
 def test_not_yet_valid(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_not_yet_valid())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_not_yet_valid())
     assert result.code == EXIT_INVALID
-    assert "FAIL  nbf" in result.out and "not valid yet" in result.out
-    assert "from now (local clock" in result.out
-    assert "INVALID (not_yet_valid)" in result.out
+    assert result.status("nbf") == "fail" and "not valid yet" in result.words
+    assert "from now (local clock" in result.words
+    assert result.reason == "not_yet_valid"
 
 
 def test_iat_in_the_future_shows_the_skew(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint({"iat": int(time.time()) + 600})
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert "issued in the future" in result.out
-    assert "ahead of the local clock" in result.out and "check NTP" in result.out
-    assert "INVALID (iat_future)" in result.out
+    assert "issued in the future" in result.words
+    assert "ahead of the local clock" in result.words and "check NTP" in result.words
+    assert result.reason == "iat_future"
 
 
 def test_wrong_audience(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_wrong_audience())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_wrong_audience())
     assert result.code == EXIT_INVALID
     assert (
         'token aud "https://not-this-api.example.com" contains none of the configured '
         'audiences ["https://api.example.com"]'
-    ) in result.out
-    assert "issued for another API" in result.out
-    assert "INVALID (bad_aud)" in result.out
+    ) in result.words
+    assert "issued for another API" in result.words
+    assert result.reason == "bad_aud"
 
 
 def test_wrong_issuer(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_wrong_issuer())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_wrong_issuer())
     assert result.code == EXIT_INVALID
-    assert f'token iss "{bearer_issuer.issuer}/other" vs configured issuer' in result.out
-    assert 'the path differs ("/other" vs "")' in result.out
-    assert "INVALID (bad_iss)" in result.out
+    assert f'token iss "{bearer_issuer.issuer}/other" vs configured issuer' in result.words
+    assert 'the path differs ("/other" vs "")' in result.words
+    assert result.reason == "bad_iss"
 
 
 def test_wrong_issuer_trailing_slash_is_named(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint({"iss": bearer_issuer.issuer + "/"})
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert "the token's iss ends with a slash and the configured issuer does not" in result.out
-    assert "compared exactly" in result.out
-    assert "INVALID (bad_iss)" in result.out
+    assert "the token's iss ends with a slash and the configured issuer does not" in result.words
+    assert "compared exactly" in result.words
+    assert result.reason == "bad_iss"
     # The validator picks the issuer by iss: a foreign iss is refused before any key.
     checks = _run(capsys, bearer_issuer, token, "--json").json["checks"]
     assert isinstance(checks, list)
@@ -159,20 +191,21 @@ def test_wrong_issuer_trailing_slash_is_named(
 
 
 def test_alg_none(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_alg_none())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_alg_none())
     assert result.code == EXIT_INVALID
-    assert "the signature part is empty: an unsigned JWT" in result.out
-    assert 'FAIL  alg     alg "none" means the token is not signed at all' in result.out
-    assert "INVALID (malformed)" in result.out
+    assert "the signature part is empty: an unsigned JWT" in result.words
+    assert result.status("alg") == "fail"
+    assert 'alg "none" means the token is not signed at all' in result.words
+    assert result.reason == "malformed"
 
 
 def test_alg_not_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     with TestIssuer(algorithms=("ES256",)) as issuer:
-        result = _run(capsys, issuer, issuer.mint(), "--algorithms", "RS256,PS256")
+        result = _inspect(capsys, issuer, issuer.mint(), "--algorithms", "RS256,PS256")
         assert sum(issuer.requests.values()) == 0  # refused before any key is looked up
     assert result.code == EXIT_INVALID
-    assert 'alg "ES256" is not on this API\'s allowlist (RS256, PS256)' in result.out
-    assert "INVALID (bad_alg)" in result.out
+    assert 'alg "ES256" is not on this API\'s allowlist (RS256, PS256)' in result.words
+    assert result.reason == "bad_alg"
 
 
 def test_hs256_confusion(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
@@ -180,73 +213,76 @@ def test_hs256_confusion(capsys: pytest.CaptureFixture[str], bearer_issuer: Test
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     token = bearer_issuer.mint(alg="HS256", key=public_pem, kid=bearer_issuer.signing_kid)
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert "alg HS256 is HMAC, verified with a shared secret" in result.out
-    assert "algorithm confusion, RFC 8725 §2.1" in result.out
-    assert "INVALID (bad_alg)" in result.out
+    assert "alg HS256 is HMAC, verified with a shared secret" in result.words
+    assert "algorithm confusion, RFC 8725 §2.1" in result.words
+    assert result.reason == "bad_alg"
 
 
 def test_unknown_kid_lists_the_published_kids(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint_unknown_key(kid="kid-from-staging")
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
     assert (
         f'unknown kid "kid-from-staging": the issuer publishes kids ["{bearer_issuer.signing_kid}"]'
-    ) in result.out
-    assert "INVALID (unknown_kid)" in result.out
+    ) in result.words
+    assert result.reason == "unknown_kid"
 
 
 def test_bad_signature(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_tampered())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_tampered())
     assert result.code == EXIT_INVALID
-    assert f'FAIL  signature  does not verify with kid "{bearer_issuer.signing_kid}"' in result.out
-    assert "changed after it was signed" in result.out
-    assert "INVALID (bad_signature)" in result.out
+    assert result.status("signature") == "fail"
+    assert f'does not verify with kid "{bearer_issuer.signing_kid}"' in result.words
+    assert "changed after it was signed" in result.words
+    assert result.reason == "bad_signature"
 
 
 def test_typ_dpop_jwt(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "dpop+jwt"}))
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "dpop+jwt"}))
     assert result.code == EXIT_INVALID
-    assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449;' in result.out
-    assert "), not an access token; accepted: none, JWT" in result.out
-    assert "INVALID (bad_typ)" in result.out
+    assert 'typ "dpop+jwt" marks a DPoP proof (RFC 9449;' in result.words
+    assert "), not an access token; accepted: none, JWT" in result.words
+    assert result.reason == "bad_typ"
 
 
 def test_typ_jwt_in_rfc9068_mode(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "JWT"}), "--rfc9068")
+    result = _inspect(
+        capsys, bearer_issuer, bearer_issuer.mint(headers={"typ": "JWT"}), "--rfc9068"
+    )
     assert result.code == EXIT_INVALID
-    assert "accepted: at+jwt or application/at+jwt (RFC 9068 mode is on)" in result.out
-    assert "INVALID (bad_typ)" in result.out
+    assert "accepted: at+jwt or application/at+jwt (RFC 9068 mode is on)" in result.words
+    assert result.reason == "bad_typ"
 
 
 def test_crit(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     token = bearer_issuer.mint(headers={"crit": ["exp"], "exp": 1})
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert 'crit ["exp"] lists extensions the recipient must understand' in result.out
-    assert "INVALID (crit)" in result.out
+    assert 'crit ["exp"] lists extensions the recipient must understand' in result.words
+    assert result.reason == "crit"
 
 
 def test_jwe(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     header = _b64(b'{"alg":"RSA-OAEP-256","enc":"A256GCM"}')
-    result = _run(capsys, bearer_issuer, f"{header}.a2V5.aXY.Y2lwaGVy.dGFn")
+    result = _inspect(capsys, bearer_issuer, f"{header}.a2V5.aXY.Y2lwaGVy.dGFn")
     assert result.code == EXIT_INVALID
-    assert 'an encrypted JWT (JWE) (alg "RSA-OAEP-256", enc "A256GCM")' in result.out
-    assert "accepts signed JWTs only" in result.out
-    assert "INVALID (jwe)" in result.out
+    assert 'an encrypted JWT (JWE) (alg "RSA-OAEP-256", enc "A256GCM")' in result.words
+    assert "accepts signed JWTs only" in result.words
+    assert result.reason == "jwe"
 
 
 def test_opaque(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_opaque())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_opaque())
     assert result.code == EXIT_INVALID
-    assert "an opaque token" in result.out and "RFC 7662 introspection" in result.out
-    assert "Without introspection credentials" in result.out
-    assert "INVALID (malformed)" in result.out
+    assert "an opaque token" in result.words and "RFC 7662 introspection" in result.words
+    assert "Without introspection credentials" in result.words
+    assert result.reason == "malformed"
     assert bearer_issuer.requests[bearer_issuer.introspection_path] == 0  # sent nowhere
 
 
@@ -260,12 +296,12 @@ def test_opaque_active_is_introspected_at_the_configured_issuer(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint_opaque(scope="read:items")
-    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
+    result = _inspect(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_VALID
-    assert f"PASS  introspection  {bearer_issuer.introspection_endpoint} answered" in result.out
-    assert "PASS  active" in result.out
-    assert "VALID: the API accepts this token (scopes: read:items)" in result.out
-    assert "rs-secret" not in result.out
+    assert result.status("introspection") == "pass" and result.status("active") == "pass"
+    assert f"{bearer_issuer.introspection_endpoint} answered" in result.words
+    assert result.json["verdict"] == "valid" and result.json["scopes"] == ["read:items"]
+    assert "rs-secret" not in result.text
 
 
 def test_inspect_sends_an_opaque_token_to_introspection_once(
@@ -273,7 +309,7 @@ def test_inspect_sends_an_opaque_token_to_introspection_once(
 ) -> None:
     token = bearer_issuer.mint_opaque(scope="read:items")
     options = _introspecting(monkeypatch, bearer_issuer)
-    result = _run(capsys, bearer_issuer, token, "--json", *options)
+    result = _inspect(capsys, bearer_issuer, token, "--json", *options)
     assert result.json["verdict"] == "valid"
     assert bearer_issuer.requests[bearer_issuer.introspection_path] == 1
 
@@ -283,10 +319,10 @@ def test_opaque_revoked_is_inactive(
 ) -> None:
     token = bearer_issuer.mint_opaque()
     bearer_issuer.revoke(token)
-    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
+    result = _inspect(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_INVALID
-    assert "FAIL  active" in result.out and "not active: expired, revoked" in result.out
-    assert "INVALID (inactive)" in result.out
+    assert result.status("active") == "fail" and "not active: expired, revoked" in result.words
+    assert result.reason == "inactive"
 
 
 def test_opaque_with_refused_credentials_is_unavailable(
@@ -294,31 +330,32 @@ def test_opaque_with_refused_credentials_is_unavailable(
 ) -> None:
     monkeypatch.setenv("BG_TEST_SECRET", "wrong")
     options = ("--client-id", "resource-server", "--client-secret-env", "BG_TEST_SECRET")
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint_opaque(), *options)
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_opaque(), *options)
     assert result.code == EXIT_UNAVAILABLE
-    assert "HTTP 401" in result.out and 'credentials of client "resource-server"' in result.out
-    assert "wrong" not in result.out
+    assert "HTTP 401" in result.words and 'credentials of client "resource-server"' in result.words
+    assert "wrong" not in result.text
 
 
 def test_opaque_wrong_audience_in_the_introspection_answer(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint_opaque(audience="https://other.example.com")
-    result = _run(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
+    result = _inspect(capsys, bearer_issuer, token, *_introspecting(monkeypatch, bearer_issuer))
     assert result.code == EXIT_INVALID
-    assert "FAIL  aud" in result.out and "INVALID (bad_aud)" in result.out
+    assert result.status("aud") == "fail" and result.reason == "bad_aud"
 
 
 def test_oversized(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     token = bearer_issuer.mint({"padding": "x" * 9000})
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert f"the token is {len(token):,} characters; bearerguard refuses anything over 8,192" in (
-        result.out
+    assert (
+        f"the token is {len(token):,} characters; bearerguard refuses anything over 8,192"
+        in result.words
     )
-    assert "claims" not in result.out.split("\n\n")[0]  # not even decoded
+    assert result.json["claims"] is None  # not even decoded
     assert sum(bearer_issuer.requests.values()) == 0
-    assert "INVALID (too_large)" in result.out
+    assert result.reason == "too_large"
 
 
 def test_malformed_json(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
@@ -326,45 +363,48 @@ def test_malformed_json(capsys: pytest.CaptureFixture[str], bearer_issuer: TestI
     head, _, signature = good.split(".")
     duplicated = _b64(b'{"iss": "x", "iss": "y"}')
     token = f"{head}.{duplicated}.{signature}"
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_INVALID
-    assert "the claims part is not a strict JSON object: duplicate member name" in result.out
-    assert "INVALID (malformed)" in result.out
+    assert "the claims part is not a strict JSON object: duplicate member name" in result.words
+    assert result.reason == "malformed"
 
 
 def test_missing_exp(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(expires_in=None))
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint(expires_in=None))
     assert result.code == EXIT_INVALID
-    assert "the token has no exp claim" in result.out and "valid forever" in result.out
-    assert "INVALID (bad_exp)" in result.out
+    assert "the token has no exp claim" in result.words and "valid forever" in result.words
+    assert result.reason == "bad_exp"
 
 
 def test_missing_rfc9068_claims(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(drop=("client_id", "jti")), "--rfc9068")
+    result = _inspect(
+        capsys, bearer_issuer, bearer_issuer.mint(drop=("client_id", "jti")), "--rfc9068"
+    )
     assert result.code == EXIT_INVALID
-    assert 'missing required claim(s) ["client_id", "jti"] (RFC 9068 mode)' in result.out
-    assert "INVALID (missing_claim)" in result.out
+    assert 'missing required claim(s) ["client_id", "jti"] (RFC 9068 mode)' in result.words
+    assert result.reason == "missing_claim"
 
 
 def test_several_faults_are_all_reported(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     token = bearer_issuer.mint_expired({"aud": "https://elsewhere.example.com"})
-    result = _run(capsys, bearer_issuer, token)
-    assert "FAIL  aud" in result.out and "FAIL  exp" in result.out
+    result = _inspect(capsys, bearer_issuer, token)
+    assert result.status("aud") == "fail" and result.status("exp") == "fail"
     # The verdict is the validator's: its first failing rule.
-    assert "INVALID (bad_aud)" in result.out
+    assert result.reason == "bad_aud"
 
 
 def test_jku_in_the_header_is_ignored(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     evil = "https://attacker.example/jwks.json"
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(headers={"jku": evil}))
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint(headers={"jku": evil}))
     assert result.code == EXIT_VALID
-    assert f'info  jku        ignored: jku "{evil}" names a key source' in result.out
+    assert result.status("jku") == "info"
+    assert f'ignored: jku "{evil}" names a key source' in result.words
 
 
 # -- the issuer, upstream -----------------------------------------------------------------
@@ -373,23 +413,24 @@ def test_jku_in_the_header_is_ignored(
 def test_issuer_down_exits_3(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     token = bearer_issuer.mint()
     bearer_issuer.outage()
-    result = _run(capsys, bearer_issuer, token)
+    result = _inspect(capsys, bearer_issuer, token)
     assert result.code == EXIT_UNAVAILABLE
-    assert "FAIL  metadata   could not get the issuer's metadata from" in result.out
-    assert ": HTTP 503. The middleware answers 503 with Retry-After" in result.out
-    assert "UNAVAILABLE (jwks_unavailable)" in result.out
+    assert result.status("metadata") == "fail"
+    assert "could not get the issuer's metadata from" in result.words
+    assert ": HTTP 503. The middleware answers 503 with Retry-After" in result.words
+    assert result.reason == "jwks_unavailable"
 
 
 def test_jwks_down_names_the_jwks_uri(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     bearer_issuer.route(bearer_issuer.jwks_path, status=500, body={"error": "oops"})
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint())
     assert result.code == EXIT_UNAVAILABLE
-    assert "PASS  metadata" in result.out
+    assert result.status("metadata") == "pass"
+    assert result.status("keys") == "fail"
     assert (
-        f"FAIL  keys       could not get the issuer's keys from {bearer_issuer.jwks_uri}: HTTP 500"
-        in (result.out)
+        f"could not get the issuer's keys from {bearer_issuer.jwks_uri}: HTTP 500" in result.words
     )
 
 
@@ -397,27 +438,29 @@ def test_metadata_for_another_issuer_is_refused(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
     bearer_issuer.serve_metadata({**bearer_issuer.metadata(), "issuer": "https://evil.example.com"})
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint())
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint())
     assert result.code == EXIT_UNAVAILABLE
-    assert "metadata issuer does not equal the configured issuer" in result.out
+    assert "metadata issuer does not equal the configured issuer" in result.words
 
 
 def test_issuer_not_listening_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     issuer = TestIssuer()
     token = issuer.mint()
     issuer.close()
-    result = _run(capsys, issuer, token)
+    result = _inspect(capsys, issuer, token)
     assert result.code == EXIT_UNAVAILABLE
-    assert "network error: ConnectError" in result.out
+    assert "network error: ConnectError" in result.words
 
 
 def test_jwks_uri_skips_discovery(
     capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
 ) -> None:
-    result = _run(capsys, bearer_issuer, bearer_issuer.mint(), "--jwks-uri", bearer_issuer.jwks_uri)
+    result = _inspect(
+        capsys, bearer_issuer, bearer_issuer.mint(), "--jwks-uri", bearer_issuer.jwks_uri
+    )
     assert result.code == EXIT_VALID
     assert bearer_issuer.requests[bearer_issuer.discovery_path] == 0
-    assert "skip  metadata" in result.out
+    assert result.status("metadata") == "skip"
 
 
 def test_keys_only_from_the_configured_issuer(
@@ -425,7 +468,7 @@ def test_keys_only_from_the_configured_issuer(
 ) -> None:
     with TestIssuer() as other:
         token = other.mint(headers={"jku": other.jwks_uri})
-        result = _run(capsys, bearer_issuer, token)
+        result = _inspect(capsys, bearer_issuer, token)
         assert sum(other.requests.values()) == 0
     assert result.code == EXIT_INVALID
 

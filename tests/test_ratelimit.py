@@ -16,7 +16,6 @@ import threading
 from typing import Any
 
 import jwt
-import limits.storage
 import pytest
 
 from bearerguard._errors import RateLimited, Unavailable
@@ -279,14 +278,6 @@ async def test_key_callable_groups_tokens_as_it_says(limiters: list[RateLimiter]
     assert await spend(limiter, token(issuer="https://t2.example"), 1) == [True]
 
 
-async def test_storage_keys_hold_no_subject_in_clear(limiters: list[RateLimiter]) -> None:
-    limiter = make(limiters, "5/minute", key="sub")
-    await limiter.hit(token(sub="alice@example.com"))
-    storage: Any = limiter._shared.storage
-    keys = list(storage.events) + list(storage.storage) + list(storage._windows)
-    assert keys and not any("alice" in k for k in keys)
-
-
 async def test_scope_keeps_route_budgets_apart(limiters: list[RateLimiter]) -> None:
     limiter = make(limiters, "1/minute")
     tok = token()
@@ -415,7 +406,6 @@ async def test_memory_storage_hits_without_awaiting_the_loop(
     limiters: list[RateLimiter], strategy: Any
 ) -> None:
     limiter = make(limiters, "1/minute", strategy=strategy)
-    assert isinstance(limiter._shared.storage, limits.storage.MemoryStorage)
     tok = token()
     # One step of the coroutine runs it to the end: a hit never suspends on the event loop.
     allowed = limiter.hit(tok)
@@ -427,14 +417,18 @@ async def test_memory_storage_hits_without_awaiting_the_loop(
         refused.send(None)
 
 
-async def test_aclose_stops_the_memory_expiry_timer(limiters: list[RateLimiter]) -> None:
+async def test_aclose_leaves_no_thread_of_the_memory_storage_running(
+    limiters: list[RateLimiter],
+) -> None:
+    before = set(threading.enumerate())
     limiter = make(limiters, "5/minute")
     await limiter.hit(token())
-    timer = limiter._shared.storage.timer
-    assert isinstance(timer, threading.Timer)
     await limiter.aclose()
-    timer.join(timeout=5)
-    assert not timer.is_alive()
+    for _ in range(100):  # a cancelled timer thread ends promptly, not at once
+        if not set(threading.enumerate()) - before:
+            break
+        await asyncio.sleep(0.05)
+    assert set(threading.enumerate()) - before == set()
 
 
 def test_storage_credentials_never_appear_in_repr_or_errors() -> None:

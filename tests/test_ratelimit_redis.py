@@ -110,15 +110,20 @@ async def test_replicas_on_different_strategies_do_not_break_each_other(
         assert limiter.storage_errors == 0
 
 
-async def test_plain_redis_uri_uses_the_redis_py_async_client(
-    server: RedisServer, limiters: list[RateLimiter]
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_storage_keys_hold_no_subject_in_clear(
+    server: RedisServer, limiters: list[RateLimiter], strategy: Any
 ) -> None:
     from redis.asyncio import Redis
 
-    limiter = make(limiters, "5/minute", storage=server.url)
-    assert limiter.storage_uri.startswith("async+redis://")
-    client = limiter._shared.storage.bridge.storage  # type: ignore[attr-defined]
-    assert isinstance(client, Redis)
+    limiter = make(limiters, "5/minute", key="sub", storage=server.url, strategy=strategy)
+    await limiter.hit(token(sub="alice@example.com"))
+    redis = Redis.from_url(server.url)
+    try:
+        keys = [k.decode() for k in await redis.keys("*")]
+    finally:
+        await redis.aclose()
+    assert keys and not any("alice" in k for k in keys)
 
 
 async def test_route_limits_share_redis_across_replicas(
