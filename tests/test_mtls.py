@@ -305,6 +305,8 @@ def test_bound_token_over_a_real_mutual_tls_connection(test_issuer: TestIssuer, 
         ssl_cert_reqs=ssl.CERT_REQUIRED,
     ) as url:
         context = ssl.create_default_context(cafile=str(pki.ca_file))
+        # Strict X.509 checks (the default from Python 3.13): the test PKI passes them.
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
         context.load_cert_chain(*map(str, pki.client_files))
         with httpx.Client(base_url=url, verify=context) as client:
             ok = client.get("/items", headers={"Authorization": f"Bearer {bound}"})
