@@ -8,6 +8,7 @@ body), not only that something was refused.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -199,6 +200,37 @@ async def test_proof_without_jwk_or_with_a_jwk_unfit_for_its_alg_is_refused(
     rsa = DPoPKey("RS256")
     mismatched = key.headers(token, "GET", URL, headers={"jwk": rsa.jwk})
     assert_bad_proof(await call(app, mismatched))
+
+
+async def test_proof_rsa_keys_are_bounded_in_size_and_exponent(
+    build: Factory, test_issuer: TestIssuer
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def with_exponent(e: int) -> rsa.RSAPrivateKey:
+        """A 2048-bit key with a public exponent no key generator would pick."""
+        primes = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+        p, q = primes.p, primes.q
+        lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+        while math.gcd(e, lam) != 1:
+            e += 2
+        d = pow(e, -1, lam)
+        public = rsa.RSAPublicNumbers(e, p * q)
+        numbers = rsa.RSAPrivateNumbers(
+            p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), public
+        )
+        return numbers.private_key()
+
+    app = build()
+    for private, why in (
+        (rsa.generate_private_key(public_exponent=65537, key_size=1024), "key size"),  # weak
+        (with_exponent(2**32 + 1), "exponent"),  # every verification as slow as a signature
+    ):
+        key = DPoPKey("RS256", private=private)
+        token = test_issuer.mint(audience=AUD, dpop_key=key)
+        response = await call(app, key.headers(token, "GET", URL))
+        assert_bad_proof(response)
+        assert why in response.json()["error_description"]
 
 
 async def test_proof_signature_must_verify_with_its_jwk(

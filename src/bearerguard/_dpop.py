@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 from starlette.types import Scope
@@ -92,6 +93,8 @@ _THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
     "EC": ("crv", "kty", "x", "y"),
     "OKP": ("crv", "kty", "x"),
 }
+#: The largest RSA proof key taken (bits): a client's key, verified on every request.
+_MAX_RSA_BITS = 8192
 #: Spent proofs an in-process replay store remembers at most (about 100 MB when full).
 _MAX_REMEMBERED = 1_000_000
 #: Judged proof headers kept by their encoded form; the cache starts over when full.
@@ -230,8 +233,13 @@ def _judge_header(header: dict[str, Any], algorithms: frozenset[str]) -> _ProofH
         material = _ALGORITHMS[alg].from_jwk({m: jwk[m] for m in members})
     except (InvalidKeyError, ValueError, TypeError, KeyError):
         raise _refuse("The DPoP proof's jwk is malformed", "dpop_bad_jwk") from None
-    if getattr(material, "key_size", MIN_RSA_BITS) < MIN_RSA_BITS and kty == "RSA":
-        raise _refuse("The DPoP proof's RSA key is too small", "dpop_bad_jwk")
+    if isinstance(material, rsa.RSAPublicKey):
+        # Too small is weak (RFC 7518 §3.3); too large, or a huge exponent, makes every
+        # proof a client sends cost us milliseconds of verification.
+        if not MIN_RSA_BITS <= material.key_size <= _MAX_RSA_BITS:
+            raise _refuse("The DPoP proof's RSA key size is not accepted", "dpop_bad_jwk")
+        if material.public_numbers().e >= 2**32:
+            raise _refuse("The DPoP proof's RSA exponent is not accepted", "dpop_bad_jwk")
     key = VerificationKey(kid=None, alg=alg, kty=kty, key=material, issuer="dpop")
     return _ProofHeader(key, jwk_thumbprint(jwk))
 
