@@ -519,7 +519,7 @@ async def _saturate(
     return held, answered
 
 
-async def test_introspection_saturation_answers_503_without_queueing(
+async def test_introspection_saturation_answers_503_after_a_short_wait(
     test_issuer: TestIssuer, make_validator: MakeValidator, hanging_endpoint: threading.Event
 ) -> None:
     # A generous timeout: the held calls must still be in flight when they are counted.
@@ -533,7 +533,7 @@ async def test_introspection_saturation_answers_503_without_queueing(
         error = task.exception()
         assert isinstance(error, Unavailable)
         assert error.reason == "introspection_saturated" and error.retry_after == 1
-    assert calls(test_issuer) == 4 and introspector.in_flight == 4  # nothing queued
+    assert calls(test_issuer) == 4 and introspector.in_flight == 4  # the line gave up
     hanging_endpoint.set()
     refused = await asyncio.gather(*held, return_exceptions=True)
     assert all(isinstance(r, InvalidToken) for r in refused)

@@ -158,9 +158,13 @@ class Issuer:
     introspection_cache_ttl: float = 60.0
     #: How long a refusal (bad signature, ``active: false``) is remembered.
     negative_cache_ttl: float = 10.0
-    #: Most introspection calls in flight at once; more are answered 503 at once rather
-    #: than queued, so junk opaque tokens cannot take the whole HTTP pool (32) from JWKS.
+    #: Most introspection calls in flight at once, so junk opaque tokens cannot take the
+    #: whole HTTP pool (32) from JWKS; more wait in line up to a second (503 after), the
+    #: least-served client first, and at most half this many per client (429 beyond).
     introspection_concurrency: int = 16
+    #: A regular expression every opaque token of this issuer matches (whole token):
+    #: anything else is refused without asking the authorization server.
+    opaque_token_pattern: str | None = None
     #: Refuse an introspection answer without ``aud`` (401 ``bad_aud``) instead of
     #: accepting it as RFC 7662 allows; for IdPs known to always send ``aud``.
     introspection_requires_audience: bool = False
@@ -212,6 +216,13 @@ class Issuer:
             raise ValueError(f"opaque must be 'introspect' or 'reject', not {self.opaque!r}")
         if type(self.introspection_concurrency) is not int or self.introspection_concurrency < 1:
             raise ValueError("introspection_concurrency must be a positive integer")
+        if self.opaque_token_pattern is not None:
+            try:
+                re.compile(self.opaque_token_pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(
+                    f"opaque_token_pattern is not a regular expression: {exc}"
+                ) from None
         if self.introspect_all and not self.has_client_credentials:
             raise ValueError(
                 f"introspect_all for {self.issuer!r} needs client_id and client_secret"
@@ -324,6 +335,7 @@ class IssuerOptions(TypedDict, total=False):
     introspection_cache_ttl: float
     negative_cache_ttl: float
     introspection_concurrency: int
+    opaque_token_pattern: str | None
     introspection_requires_audience: bool
     cache_url: str | None
     discovery: bool

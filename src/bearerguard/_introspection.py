@@ -20,10 +20,13 @@ The rules, and why:
   or refusing our own credentials) is the issuer's problem, not the token's:
   :class:`~bearerguard._errors.Unavailable` (503 with ``Retry-After``), so clients
   keep their tokens. Nothing about such a failure is cached.
-* At most ``Issuer.introspection_concurrency`` calls are in flight; one more is
-  answered ``Unavailable`` (``Retry-After: 1``) at once instead of queueing, so a
-  flood of distinct junk tokens against a slow endpoint cannot take every
-  connection of the shared HTTP pool from JWKS and metadata fetches.
+* At most ``Issuer.introspection_concurrency`` calls are in flight, so a flood of
+  distinct junk tokens against a slow endpoint cannot take every connection of the
+  shared HTTP pool from JWKS and metadata fetches. Beyond that, calls wait in line up
+  to a second (then ``Unavailable``, ``Retry-After: 1``), and a freed slot goes to
+  the waiting client (its address, behind ``trusted_proxies`` if any) that holds the
+  fewest, so one client's flood cannot starve everyone else; a client with its
+  share of the line already gets a 429 at once (:mod:`bearerguard._fairness`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -41,7 +44,8 @@ import httpx
 from bearerguard._binding import confirmation_of
 from bearerguard._claims import ClaimRules
 from bearerguard._config import Issuer
-from bearerguard._errors import AuthError, InvalidToken, Unavailable, fail
+from bearerguard._errors import AuthError, InvalidToken, RateLimited, Unavailable, fail
+from bearerguard._fairness import ClientOverShare, FairSlots, NoSlot
 from bearerguard._fetch import UpstreamError, fetch_json
 from bearerguard._metadata import MetadataResolver
 from bearerguard._observability import notify
@@ -53,6 +57,8 @@ log = logging.getLogger("bearerguard.introspection")
 
 #: Introspection answers are small; anything larger than this is refused (64 KiB).
 MAX_ANSWER_BYTES = 64 * 1024
+#: Longest a call waits in line for a slot before the 503 (capped by the fetch timeout).
+QUEUE_WAIT = 1.0
 #: ``Retry-After`` when the endpoint failed without suggesting one.
 DEFAULT_RETRY_AFTER = 5
 #: ``token_type`` values that name a bearer access token (RFC 6749 §7.1, case-insensitive).
@@ -106,8 +112,14 @@ class Introspector:
             )
         self.config = config
         self._client = client
-        self._limit = config.introspection_concurrency
-        self._in_flight = 0
+        limit = config.introspection_concurrency
+        #: Who may call now: ``limit`` at once, then a short line served client by client.
+        self._slots = FairSlots(
+            limit,
+            per_client=max(1, limit // 2),
+            wait=min(QUEUE_WAIT, config.fetch.timeout),
+            max_waiting=4 * limit,
+        )
         self._saturation_logged = False
         self._metadata = metadata
         self._rules = rules
@@ -119,8 +131,10 @@ class Introspector:
         #: Why the last call had no usable answer (``None`` after one that had): read by
         #: explanations, never by the request path.
         self.last_error: str | None = None
-        #: Calls refused at once because ``introspection_concurrency`` were in flight.
+        #: Calls refused because ``introspection_concurrency`` stayed in flight for the wait.
         self.saturated = 0
+        #: Calls refused at once because their client already had its share of the line.
+        self.over_share = 0
         self._listeners: tuple[IntrospectionListener, ...] = ()
 
     def __repr__(self) -> str:  # never the secret
@@ -147,20 +161,30 @@ class Introspector:
     @property
     def in_flight(self) -> int:
         """Introspection calls now waiting for the endpoint."""
-        return self._in_flight
+        return self._slots.taken
 
-    async def ask(self, token: str, endpoint: str, *, short_hash: str) -> Mapping[str, Any]:
-        """POST the token to ``endpoint``; the answer as a JSON object, or ``Unavailable``.
+    async def ask(
+        self, token: str, endpoint: str, *, short_hash: str, client: Hashable | None = None
+    ) -> Mapping[str, Any]:
+        """POST the token to ``endpoint``; the answer as a JSON object, or an ``AuthError``.
 
-        When ``introspection_concurrency`` calls are already in flight, raises
-        ``Unavailable`` (``retry_after=1``, reason ``introspection_saturated``) at once.
+        When every ``introspection_concurrency`` slot is taken the call waits in line
+        up to a second, then raises ``Unavailable`` (reason ``introspection_saturated``);
+        freed slots go first to the ``client`` (the requester's address, say) holding
+        the fewest, and a client with half as many calls as there are slots already
+        in line gets :class:`RateLimited` (429, ``Retry-After: 1``) at once.
         """
-        if self._in_flight >= self._limit:
-            error = self._saturated(short_hash)
+        try:
+            await self._slots.acquire(client)
+        except (ClientOverShare, NoSlot) as refusal:
+            error: AuthError = (
+                self._over_share()
+                if isinstance(refusal, ClientOverShare)
+                else self._saturated(short_hash)
+            )
             if self._listeners:
                 self._tell(0.0, error)
-            raise error
-        self._in_flight += 1
+            raise error from None
         try:
             if not self._listeners:
                 return await self._post(token, endpoint, short_hash)
@@ -173,13 +197,23 @@ class Introspector:
             self._tell(time.perf_counter() - began, None)
             return document
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
+            self._slots.release(client)
+            if self._slots.taken == 0:
                 self._saturation_logged = False
+
+    def _over_share(self) -> RateLimited:
+        self.over_share += 1
+        share = self._slots.per_client
+        self.last_error = f"this client already has {share} introspection calls waiting"
+        return RateLimited(
+            retry_after=1,
+            limit=share,
+            description="Too many of this client's tokens are being checked at once",
+        )
 
     def _saturated(self, short_hash: str) -> Unavailable:
         self.saturated += 1
-        self.last_error = f"{self._in_flight} introspection calls already in flight"
+        self.last_error = f"{self._slots.taken} introspection calls already in flight"
         # One warning per episode (a flood must not flood the log too); the rest at debug.
         level = logging.DEBUG if self._saturation_logged else logging.WARNING
         self._saturation_logged = True
@@ -188,7 +222,7 @@ class Introspector:
             "bearerguard.introspection.saturated issuer=%s token=%s in_flight=%d",
             self.config.issuer,
             short_hash,
-            self._in_flight,
+            self._slots.taken,
         )
         return Unavailable(
             "The authorization server cannot check the access token right now",

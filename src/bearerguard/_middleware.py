@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
@@ -317,7 +318,8 @@ class BearerAuthMiddleware:
                     # A cache hit is answered synchronously; only a miss awaits a decision.
                     digest, validated = validator.lookup(token)
                     if validated is None:
-                        validated = await validator.decide(token, digest)
+                        asker = partial(_client_key, self.proxies, scope)
+                        validated = await validator.decide(token, digest, client=asker)
                     if validated.confirmation is not None:
                         # A bound token (RFC 7800 cnf) needs its proof: what the request
                         # proves is worked out only here, so unbound tokens pay nothing.
@@ -425,7 +427,8 @@ class BearerAuthMiddleware:
         digest, validated = validator.lookup(token)  # a cache hit, or nothing done yet
         proof = guard.check(scope, digest)
         if validated is None:
-            validated = await validator.decide(token, digest)
+            asker = partial(_client_key, self.proxies, scope)
+            validated = await validator.decide(token, digest, client=asker)
         if validated.confirmation is None:
             raise InvalidToken(
                 "The access token is not bound to a DPoP key", reason="dpop_unbound_token"
@@ -694,6 +697,11 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :] or "/"
     return path
+
+
+def _client_key(proxies: TrustedProxies, scope: Scope) -> Hashable:
+    """Who is asking, for each client's fair share of introspection: its address."""
+    return proxies.client_address(scope) or "unknown"
 
 
 def _log_level(error: AuthError) -> int:

@@ -24,8 +24,9 @@ import asyncio
 import functools
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, cast
@@ -86,6 +87,7 @@ class IssuerState:
         "jwks",
         "metadata",
         "namespace",
+        "opaque_pattern",
         "rules",
         "shared",
     )
@@ -119,6 +121,9 @@ class IssuerState:
         #: resource server that asked (RFC 7662 §2.2, §4) and another API must never
         #: reuse that verdict (an answer without ``aud`` vouches only for the asker).
         self.namespace = _sha256(asker(config).encode()).hexdigest()[:32]
+        pattern = config.opaque_token_pattern
+        #: What every opaque token of this issuer looks like, when configured.
+        self.opaque_pattern = re.compile(pattern) if pattern is not None else None
         self.shared: SharedCache | None = None
 
     @property
@@ -287,10 +292,21 @@ class TokenValidator:
             return digest, self.cache.lookup(digest, self.clock())
         return digest, None
 
-    async def decide(self, token: str, digest: bytes, trace: Trace | None = None) -> AccessToken:
-        """Validate a token :meth:`lookup` found no decision for (``digest`` is its SHA-256)."""
+    async def decide(
+        self,
+        token: str,
+        digest: bytes,
+        trace: Trace | None = None,
+        *,
+        client: Callable[[], Hashable] | None = None,
+    ) -> AccessToken:
+        """Validate a token :meth:`lookup` found no decision for (``digest`` is its SHA-256).
+
+        ``client`` says who is asking (the middleware: the client's address), asked
+        only if the token goes to introspection, where each client gets a fair share.
+        """
         try:
-            return await self._decide(token, digest, trace)
+            return await self._decide(token, digest, trace, client)
         except AuthError:
             raise
         except Exception:  # defence in depth: a bug here must be a 401, not a 500
@@ -338,7 +354,13 @@ class TokenValidator:
             return state.metadata.last_error
         return state.jwks.last_error
 
-    async def _decide(self, token: str, digest: bytes, trace: Trace | None = None) -> AccessToken:
+    async def _decide(
+        self,
+        token: str,
+        digest: bytes,
+        trace: Trace | None = None,
+        client: Callable[[], Hashable] | None = None,
+    ) -> AccessToken:
         if not looks_like_jws(token):
             if token.count(".") == 4:
                 raise InvalidToken("Encrypted tokens are not accepted", reason="jwe")
@@ -347,8 +369,12 @@ class TokenValidator:
                 raise InvalidToken("The access token is malformed", reason="malformed")
             if trace is not None:
                 trace.kind, trace.issuer = "opaque", state.config.issuer
+            if state.opaque_pattern is not None and not state.opaque_pattern.fullmatch(token):
+                # Not a token this authorization server could have issued: no call needed.
+                raise InvalidToken("The access token is malformed", reason="malformed")
             return await self._introspecting.run(
-                digest, functools.partial(self._introspect_opaque, state, token, digest, trace)
+                digest,
+                functools.partial(self._introspect_opaque, state, token, digest, trace, client),
             )
         jws = parse_jws(token, self._headers)
         if trace is not None:
@@ -477,7 +503,12 @@ class TokenValidator:
     # -- introspection -------------------------------------------------------------
 
     async def _introspect_opaque(
-        self, state: IssuerState, token: str, digest: bytes, trace: Trace | None = None
+        self,
+        state: IssuerState,
+        token: str,
+        digest: bytes,
+        trace: Trace | None = None,
+        client: Callable[[], Hashable] | None = None,
     ) -> AccessToken:
         introspector = state.introspector
         assert introspector is not None
@@ -499,7 +530,10 @@ class TokenValidator:
             raise InvalidToken("Opaque access tokens are not accepted", reason="no_introspection")
         if trace is not None:
             trace.introspection_endpoint = endpoint
-        document = await introspector.ask(token, endpoint, short_hash=digest.hex()[:12])
+        asker = client() if client is not None else None
+        document = await introspector.ask(
+            token, endpoint, short_hash=digest.hex()[:12], client=asker
+        )
         now = self.clock()
         if trace is not None:
             trace.introspection = document
