@@ -274,7 +274,7 @@ def okta(  # type: ignore[misc]  # see _build
     tokens (``aud``, ``api://default`` unless changed).
 
     Relied on: https://developer.okta.com/docs/guides/validate-access-tokens/ and
-    https://developer.okta.com/docs/api/openapi/okta-oauth/guides/overview/ (claims).
+    https://developer.okta.com/docs/api/openapi/okta-oauth/oauth/tag/CustomAS (metadata).
     """
     host = _host(domain, "domain")
     if not re.fullmatch(r"[A-Za-z0-9]+", authorization_server or ""):
