@@ -10,7 +10,6 @@ CLI just receives the issuer list.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
@@ -20,8 +19,6 @@ from typing import Any
 import httpx
 
 from bearerguard._config import Issuer
-from bearerguard._errors import InvalidToken
-from bearerguard._jws import looks_like_jws, parse_jws
 from bearerguard._middleware import BearerAuthMiddleware
 from bearerguard._validator import TokenValidator
 
@@ -46,10 +43,7 @@ class AppConfig:
 
         When none would, the first one: its diagnosis then shows how ``iss`` differs.
         """
-        with contextlib.suppress(InvalidToken):
-            if looks_like_jws(token):
-                return self.validator._issuer_for(parse_jws(token).claims).config
-        return self.issuers[0]
+        return self.validator.judging_issuer(token) or self.issuers[0]
 
 
 def config_from_app(spec: str) -> AppConfig:
@@ -77,9 +71,9 @@ def config_from_app(spec: str) -> AppConfig:
         raise ValueError(f"--app: {spec} has no BearerAuthMiddleware (add_middleware or wrapped)")
     validator = middleware.validator
     return AppConfig(
-        issuers=tuple(state.config for state in validator.issuers.values()),
+        issuers=validator.configs,
         max_token_length=validator.max_token_length,
-        http_client=None if validator._owns_client else validator.client,
+        http_client=validator.given_client,
         validator=validator,
     )
 

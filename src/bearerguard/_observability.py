@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bearerguard._errors import AuthError, RateLimited, Unavailable
+from bearerguard._stats import IssuerStats
 from bearerguard._tokens import AccessToken
 
 if TYPE_CHECKING:
@@ -71,24 +72,6 @@ def outcome_of(error: AuthError | None) -> str:
     if error.status == 403:
         return "forbidden"
     return "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class IssuerStats:
-    """One issuer's counters at collection time (summed over middlewares that trust it)."""
-
-    issuer: str
-    #: Seconds since the keys in hand were fetched (``None``: none yet).
-    jwks_age: float | None
-    jwks_keys: int
-    jwks_fetches: int
-    jwks_failures: int
-    #: How many times a fetch changed the key set (the first fetch counts once).
-    jwks_changes: int
-    metadata_fetches: int
-    metadata_failures: int
-    introspection_calls: int
-    introspection_failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +109,7 @@ class Observer:
         validator = middleware.validator
         if validator not in self._validators:
             self._validators.add(validator)
-            for state in validator.issuers.values():
-                if state.introspector is not None:
-                    state.introspector.add_listener(self.introspection)
+            validator.add_introspection_listener(self.introspection)
 
     def validation(
         self, token: AccessToken | None, error: AuthError | None, seconds: float
@@ -150,10 +131,10 @@ class Observer:
         """
         hits = negative = misses = 0
         for validator in list(self._validators):
-            cache = validator.cache
-            hits += cache.hits
-            negative += cache.negative_hits
-            misses += cache.misses
+            counts = validator.cache_counts()
+            hits += counts[0]
+            negative += counts[1]
+            misses += counts[2]
         return hits, negative, misses
 
     def snapshot(self) -> Snapshot:
@@ -165,7 +146,7 @@ class Observer:
         replay_errors = 0
         for middleware in list(self._sources):
             validator = middleware.validator
-            entries += len(validator.cache)
+            entries += validator.cache_entries()
             limiter = middleware.rate_limiter
             if limiter is not None:
                 storage_errors += limiter.storage_errors
@@ -173,9 +154,8 @@ class Observer:
                 shared += middleware.sharing.flagged
             if middleware.dpop is not None:
                 replay_errors += middleware.dpop.replay.errors
-            now = validator.clock()
-            for state in validator.issuers.values():
-                issuers.setdefault(state.config.issuer, []).append(_issuer_stats(state, now))
+            for row in validator.statistics():
+                issuers.setdefault(row.issuer, []).append(row)
         merged = tuple(_merge(rows) for rows in issuers.values())
         return Snapshot(merged, entries, storage_errors, shared, replay_errors)
 
@@ -186,25 +166,6 @@ def notify(method: Callable[..., None], *args: Any) -> None:
         method(*args)
     except Exception:
         log.exception("bearerguard.observer.error method=%s", getattr(method, "__name__", "?"))
-
-
-def _issuer_stats(state: Any, now: float) -> IssuerStats:
-    jwks = state.jwks
-    fetched_at = jwks.fetched_at
-    keyset = jwks.keyset
-    introspector = state.introspector
-    return IssuerStats(
-        issuer=state.config.issuer,
-        jwks_age=None if fetched_at is None else max(0.0, now - fetched_at),
-        jwks_keys=len(keyset.keys) if keyset is not None else 0,
-        jwks_fetches=jwks.fetches,
-        jwks_failures=jwks.failures,
-        jwks_changes=jwks.generation,
-        metadata_fetches=state.metadata.fetches,
-        metadata_failures=state.metadata.failures,
-        introspection_calls=introspector.calls if introspector is not None else 0,
-        introspection_failures=introspector.failures if introspector is not None else 0,
-    )
 
 
 def _merge(rows: list[IssuerStats]) -> IssuerStats:

@@ -47,11 +47,12 @@ from bearerguard._config import HMAC_ALGORITHMS, FetchPolicy, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Reason, Unavailable, signature_refused
 from bearerguard._fetch import HTTPClient, new_client
 from bearerguard._flight import KeyedFlight
-from bearerguard._introspection import Introspector, cache_deadline
+from bearerguard._introspection import IntrospectionListener, Introspector, cache_deadline
 from bearerguard._jwks import JWKSCache
 from bearerguard._jws import ParsedJWS, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey, shared_secret_keys
-from bearerguard._metadata import MetadataResolver
+from bearerguard._metadata import MetadataResolver, ServerMetadata
+from bearerguard._stats import IssuerStats
 from bearerguard._tokens import AccessToken
 from bearerguard._trace import Trace
 
@@ -231,6 +232,75 @@ class TokenValidator:
         """
         parts = sorted(asker(state.config) for state in self.issuers.values())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+    # -- what others may read (metrics, openapi, inspect) ----------------------
+
+    @property
+    def configs(self) -> tuple[Issuer, ...]:
+        """The trusted issuers, as configured."""
+        return tuple(state.config for state in self.issuers.values())
+
+    def issuer_metadata(self, issuer: str) -> ServerMetadata | None:
+        """The metadata in hand for a configured issuer (no network call); ``None``: not yet."""
+        state = self.issuers.get(issuer)
+        return state.metadata.cached if state is not None else None
+
+    def judging_issuer(self, token: str) -> Issuer | None:
+        """The configured issuer a JWT's ``iss`` picks, as :meth:`validate` would pick it.
+
+        ``None`` for a token that is not a readable JWS or names no trusted issuer.
+        """
+        if not looks_like_jws(token):
+            return None
+        try:
+            return self._issuer_for(parse_jws(token).claims).config
+        except InvalidToken:
+            return None
+
+    @property
+    def given_client(self) -> httpx.AsyncClient | None:
+        """The HTTP client the caller handed in (``None``: the validator made its own)."""
+        return None if self._owns_client else self.client
+
+    def statistics(self) -> tuple[IssuerStats, ...]:
+        """Each issuer's counters now: key age and count, fetches, failures, introspection."""
+        now = self.clock()
+        rows = []
+        for state in self.issuers.values():
+            jwks, introspector = state.jwks, state.introspector
+            fetched_at, keyset = jwks.fetched_at, jwks.keyset
+            rows.append(
+                IssuerStats(
+                    issuer=state.config.issuer,
+                    jwks_age=None if fetched_at is None else max(0.0, now - fetched_at),
+                    jwks_keys=len(keyset.keys) if keyset is not None else 0,
+                    jwks_fetches=jwks.fetches,
+                    jwks_failures=jwks.failures,
+                    jwks_changes=jwks.generation,
+                    metadata_fetches=state.metadata.fetches,
+                    metadata_failures=state.metadata.failures,
+                    introspection_calls=introspector.calls if introspector is not None else 0,
+                    introspection_failures=(
+                        introspector.failures if introspector is not None else 0
+                    ),
+                )
+            )
+        return tuple(rows)
+
+    def cache_counts(self) -> tuple[int, int, int]:
+        """Validation cache lookups since the validator was made: hits, negative hits, misses."""
+        cache = self.cache
+        return cache.hits, cache.negative_hits, cache.misses
+
+    def cache_entries(self) -> int:
+        """Decisions the validation cache holds now."""
+        return len(self.cache)
+
+    def add_introspection_listener(self, listener: IntrospectionListener) -> None:
+        """Call ``listener(issuer, seconds, error)`` after each introspection call, any issuer."""
+        for state in self.issuers.values():
+            if state.introspector is not None:
+                state.introspector.add_listener(listener)
 
     # -- lifecycle -------------------------------------------------------------
 

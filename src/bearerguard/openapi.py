@@ -185,8 +185,9 @@ def _discovered(app: Any) -> list[Mapping[str, Any]] | None:
     if middleware is None:
         return None
     documents: list[Mapping[str, Any]] = []
-    for state in middleware.validator.issuers.values():
-        cached = state.metadata.cached
+    validator = middleware.validator
+    for config in validator.configs:
+        cached = validator.issuer_metadata(config.issuer)
         if cached is None:
             return None
         documents.append(cached.raw)
