@@ -25,11 +25,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bearerguard import AccessToken, AuthError, InvalidToken, Issuer, TokenValidator
+from bearerguard import (
+    DEFAULT_ALGORITHMS,
+    AccessToken,
+    AuthError,
+    InvalidToken,
+    Issuer,
+    TokenValidator,
+)
 from bearerguard._binding import confirmation_of
 from bearerguard._claims import ClaimRules
 from bearerguard._credentials import find_in_form, find_in_header, find_in_query
 from bearerguard._introspection import Introspector
+from bearerguard._keys import KeySet
 from bearerguard.testing import ManualClock, RecordedRequest, Response, TestIssuer
 
 from . import fuzz_target
@@ -264,3 +272,30 @@ def test_any_request_is_answered_below_500(
         body,
     ]
     fuzz_target.one_input(bytes([4]) + b"\n".join(lines))
+
+
+_jwk_members = st.fixed_dictionaries(
+    {},
+    optional={
+        "kty": st.sampled_from(["RSA", "EC", "OKP", "oct"]) | json_values,
+        "crv": st.sampled_from(["P-256", "P-384", "P-521", "Ed25519", "Ed448"]) | json_values,
+        "alg": st.sampled_from(["RS256", "ES256", "EdDSA", "PS256"]) | json_values,
+        "kid": st.text(max_size=4) | json_values,
+        "use": st.sampled_from(["sig", "enc"]) | json_values,
+        "key_ops": st.just(["verify"]) | json_values,
+        "n": st.sampled_from(["AQAB", "A" * 400]) | json_values,
+        "e": st.sampled_from(["AQAB", "Aw"]) | json_values,
+        "x": st.sampled_from(["f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU"]) | json_values,
+        "y": st.sampled_from(["x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"]) | json_values,
+    },
+)
+
+
+@some(200)
+@given(keys=st.lists(_jwk_members | json_values, max_size=4))
+def test_any_jwk_is_used_or_skipped_never_raises(keys: list[Any]) -> None:
+    """RFC 7517 §5: one key a library cannot use is left out; the rest of the set still counts."""
+    keyset = KeySet.from_jwks(
+        {"keys": keys}, issuer=ISSUERS["plain"], algorithms=DEFAULT_ALGORITHMS
+    )
+    assert len(keyset.keys) >= 0 and keyset.skipped <= len(keys)
