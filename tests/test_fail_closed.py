@@ -566,13 +566,21 @@ def test_rule6_excluded_paths_are_predictable(test_issuer: TestIssuer) -> None:
                 assert refused.status_code == 401, (prefix, path)
                 assert bearer_challenge(refused) == 'Bearer realm="api"'
 
-    # A route on an excluded path that asks for the token: the RFC 6750 401, never a 500.
+    # A route on an excluded path that asks for the token: the RFC 6750 401, never a 500,
+    # also in an application mounted inside the one the middleware guards.
     guarded = health_needing_a_token()
     guarded.add_middleware(BearerAuthMiddleware, **options)
-    for app in (guarded, BearerAuthMiddleware(health_needing_a_token(), **options)):
+    outer = FastAPI()
+    outer.mount("/v1", health_needing_a_token())
+    outer.add_middleware(BearerAuthMiddleware, **{**options, "exclude_paths": ["/v1/health"]})
+    for app, prefix in (
+        (guarded, ""),
+        (BearerAuthMiddleware(health_needing_a_token(), **options), ""),
+        (outer, "/v1"),
+    ):
         with TestClient(app, raise_server_exceptions=False) as tc:
-            refused = tc.get("/health", headers=bearer(test_issuer.mint(audience=AUD)))
-            assert refused.status_code == 401
+            refused = tc.get(prefix + "/health", headers=bearer(test_issuer.mint(audience=AUD)))
+            assert refused.status_code == 401, prefix
             assert bearer_challenge(refused) == 'Bearer realm="api"'
 
     # Starlette's common @requires("authenticated") works for every validated token.

@@ -480,12 +480,23 @@ class BearerAuthMiddleware:
         Rate-limit decisions left on the scope (by the middleware or a per-route
         limit) become RateLimit headers on the response. ``private``: the token came
         in the URL, so a success must not be stored by shared caches (RFC 6750 §2.3).
+
+        A mounted Starlette application answers an exception it has no handler for
+        with a 500 and then raises it on: such a 500 is held back until the app is
+        done, so a route's refusal inside a ``Mount`` still gets its own answer.
         """
         started = False
+        held: list[Message] | None = None
 
         async def send_tracking(message: Message) -> None:
-            nonlocal started
+            nonlocal started, held
+            if held is not None:
+                held.append(message)
+                return
             if not started and message["type"] in _STARTS:
+                if message.get("status") == 500:
+                    held = [message]
+                    return
                 started = True
                 decision = scope.get(DECISION_SCOPE_KEY)
                 if decision is not None and message["type"] == "http.response.start":
@@ -511,6 +522,13 @@ class BearerAuthMiddleware:
                 access=token_of(HTTPConnection(scope)),
                 dpop=DPOP_SCOPE_KEY in scope,
             )
+            return
+        except BaseException:
+            for message in held or ():
+                await send(message)
+            raise
+        for message in held or ():
+            await send(message)
 
     def _dpop_token(self, scope: Scope) -> str | None:
         """The token of ``Authorization: DPoP``; asked only when there is no Bearer token."""
