@@ -245,13 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stream_size(quick: bool) -> int:
     """Distinct tokens in the cold stream: at least 3x the cache, so rotation never hits it."""
-    size = 10_000
-    try:
-        from bearerguard._cache import DEFAULT_CACHE_SIZE
+    import inspect
 
-        size = DEFAULT_CACHE_SIZE
-    except ImportError:
-        pass
+    from bearerguard import TokenValidator
+
+    default = inspect.signature(TokenValidator).parameters["cache_size"].default
+    size = default if isinstance(default, int) else 10_000
     return max(3 * size, 6_000 if quick else 30_000) if not quick else max(3 * size // 2, 6_000)
 
 

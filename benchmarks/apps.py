@@ -41,7 +41,7 @@ async def items(request: Request) -> Response:
 
 def bearerguard_kwargs() -> dict[str, Any]:
     """BearerAuthMiddleware keywords from the environment (cache and rate limit included)."""
-    from bearerguard._middleware import BearerAuthMiddleware
+    from bearerguard import BearerAuthMiddleware
 
     params = inspect.signature(BearerAuthMiddleware.__init__).parameters
     kwargs: dict[str, Any] = {
@@ -69,8 +69,7 @@ def bearerguard_kwargs() -> dict[str, Any]:
 
 
 def _validator_without_cache() -> Any:
-    from bearerguard._config import Issuer
-    from bearerguard._validator import TokenValidator
+    from bearerguard import Issuer, TokenValidator
 
     params = inspect.signature(TokenValidator.__init__).parameters
     if "cache_size" not in params:
@@ -88,7 +87,7 @@ def plain_app() -> Starlette:
 
 
 def bearerguard_app() -> Starlette:
-    from bearerguard._middleware import BearerAuthMiddleware
+    from bearerguard import BearerAuthMiddleware
 
     return Starlette(
         routes=[Route("/items", items)],
@@ -108,7 +107,7 @@ def fastapi_app(kind: str) -> Any:
 
         return app
     if kind == "bearerguard_fastapi":
-        from bearerguard._middleware import BearerAuthMiddleware
+        from bearerguard import BearerAuthMiddleware
 
         app = FastAPI()
         app.add_middleware(BearerAuthMiddleware, **bearerguard_kwargs())

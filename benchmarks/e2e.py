@@ -119,7 +119,7 @@ def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = N
 
 
 def _middleware(ctx: Context, **kwargs: Any) -> Any:
-    from bearerguard._middleware import BearerAuthMiddleware
+    from bearerguard import BearerAuthMiddleware
 
     issuer = ctx.issuer
     mw = BearerAuthMiddleware(

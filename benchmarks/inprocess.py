@@ -110,11 +110,11 @@ class Context:
 
 
 def bearerguard_available() -> str | None:
-    """None when ``bearerguard._validator`` imports, else why not."""
+    """None when ``bearerguard.TokenValidator`` imports, else why not."""
     try:
-        import bearerguard._validator  # noqa: F401
+        from bearerguard import TokenValidator  # noqa: F401
     except Exception as exc:  # any import failure means "not available yet"
-        return f"bearerguard.validator does not import: {type(exc).__name__}: {exc}"
+        return f"bearerguard.TokenValidator does not import: {type(exc).__name__}: {exc}"
     return None
 
 
@@ -136,7 +136,7 @@ def _cache_kwargs(enabled: bool) -> dict[str, Any] | None:
     """
     import inspect
 
-    from bearerguard._validator import TokenValidator
+    from bearerguard import TokenValidator
 
     params = inspect.signature(TokenValidator.__init__).parameters
     if "cache" in params:
@@ -153,8 +153,7 @@ def _cache_kwargs(enabled: bool) -> dict[str, Any] | None:
 
 async def new_validator(issuer: BenchIssuer, **kwargs: Any) -> Any:
     """A TokenValidator for the bench issuer with its keys already fetched."""
-    from bearerguard._config import Issuer
-    from bearerguard._validator import TokenValidator
+    from bearerguard import Issuer, TokenValidator
 
     validator = TokenValidator(
         [
@@ -546,7 +545,7 @@ def _ratelimit_runners(
     ctx: Context, n: int, redis_url: str | None, notes: dict[str, str]
 ) -> dict[str, Callable[[], float]]:
     """``RateLimiter.hit`` on validated tokens, rotating over distinct tokens (one budget each)."""
-    from bearerguard._ratelimit import RateLimiter
+    from bearerguard import RateLimiter
 
     access_tokens: list[Any] = []
 
@@ -614,8 +613,7 @@ def _introspection_runners(
     """
     import secrets
 
-    from bearerguard._config import Issuer
-    from bearerguard._validator import TokenValidator
+    from bearerguard import Issuer, TokenValidator
     from benchmarks.services import Uvicorn
 
     server = Uvicorn(

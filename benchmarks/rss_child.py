@@ -55,9 +55,7 @@ def file_tokens(path: str) -> list[str]:
 async def main(
     issuer: str, audience: str, jwks_uri: str, tokens: Iterable[str], n: int
 ) -> dict[str, Any]:
-    from bearerguard._config import Issuer
-    from bearerguard._errors import AuthError
-    from bearerguard._validator import TokenValidator
+    from bearerguard import AuthError, Issuer, TokenValidator
 
     pauses: list[float] = []
     started: dict[str, float] = {}

@@ -22,8 +22,7 @@ from benchmarks.tokens import BenchIssuer
 
 def stampede(n: int = 1000) -> dict[str, Any]:
     """JWKS fetches caused by ``n`` concurrent requests with a new kid, then with random kids."""
-    from bearerguard._config import Issuer
-    from bearerguard._validator import TokenValidator
+    from bearerguard import Issuer, TokenValidator
 
     issuer = BenchIssuer(("RS256",))
     loop = asyncio.new_event_loop()

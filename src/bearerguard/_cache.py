@@ -111,8 +111,9 @@ class _Indexed(Generic[_V]):
 
     ``index`` is an ``OrderedDict``: its ``get`` is the C-level ``dict.get`` and taking
     the oldest entry is O(1). (``cachetools.Cache`` evicted with ``next(iter(dict))``,
-    which walks the slots its earlier evictions emptied: 2.7 µs a store once the cache
-    was full, on every miss of a cold stream.) Entries are not reordered by hits.
+    which walks the slots its earlier evictions emptied: a cost on every store once the
+    cache was full, so on every miss of a cold stream; see benchmarks/results/latest.md.)
+    Entries are not reordered by hits.
     """
 
     def __init__(self, maxsize: int) -> None:

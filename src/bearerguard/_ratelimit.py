@@ -64,7 +64,7 @@ _SYNC_STRATEGIES: dict[str, type[strategies.RateLimiter]] = {
     "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
 }
 _PARSED_CACHE_SIZE = 256
-#: Budget identities remembered (a SHA-256 per hit was 0.5 µs; a token is hit many times).
+#: Budget identities remembered (a token is hit many times; one SHA-256 for it is enough).
 _IDENTITY_CACHE_SIZE = 4096
 
 

@@ -2,7 +2,7 @@
 
 ``limits.storage.MemoryStorage`` keeps a moving window as a list of ``Entry``
 objects, newest first, and inserts every hit at the front: the cost of a hit grows
-with the hits in the window (10 µs at 64k), each hit adds one object for the
+with the hits in the window, each hit adds one object for the
 garbage collector, and a timer thread is started every 10 ms to prune. Here a key's
 window is a deque of hit times, oldest first: a hit appends, times that left the
 window leave from the left, and keys idle past their window are dropped a few at a

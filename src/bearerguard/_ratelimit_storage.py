@@ -51,9 +51,10 @@ class SharedStorage:
     """One ``limits`` storage and its health, shared by a limiter and the limiters derived from it.
 
     ``memory://`` gets the synchronous ``limits.storage.MemoryStorage`` because the
-    async one awaits an expiry task that walks every key on each hit (68-94 µs a hit
-    once the event loop runs between hits), while the sync one is pure in-process
-    dict/deque work (a few µs, expiry on a timer thread) that cannot block on I/O;
+    async one awaits an expiry task that walks every key on each hit (once the event
+    loop runs between hits), while the sync one is pure in-process dict/deque work
+    (expiry on a timer thread) that cannot block on I/O (figures in
+    benchmarks/results/latest.md);
     networked storages (Redis) keep the async implementation.
 
     After a failure the storage is left alone for ``cooldown`` seconds, so an outage
