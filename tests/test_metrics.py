@@ -319,3 +319,25 @@ def test_latency_buckets_are_cumulative_and_the_exposition_parses(
     assert counts == sorted(counts)
     assert buckets[-1].labels["le"] == "+Inf"
     assert counts[-1] == 3
+
+
+def test_app_factory_called_twice_with_a_registry_each_does_not_collide(
+    test_issuer: TestIssuer,
+) -> None:
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    apps = [make_app(test_issuer, PrometheusObserver(registry=r)) for r in registries]
+    for app in apps:
+        with TestClient(app) as client:
+            client.get("/items", headers=test_issuer.auth_header(scope="read:items"))
+    for registry in registries:
+        found = registry.get_sample_value(
+            "bearerguard_validations_total", {"outcome": "accepted", "reason": "ok"}
+        )
+        assert found == 1  # each app counted its own request, in its own registry
+
+
+def test_a_second_observer_in_one_registry_is_refused_at_startup() -> None:
+    registry = CollectorRegistry()
+    PrometheusObserver(registry=registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        PrometheusObserver(registry=registry)
