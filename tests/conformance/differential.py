@@ -1,7 +1,8 @@
 """Three judges for one token (bearerguard, PyJWT, joserfc) and the mutations they are shown.
 
-Every judge gets the same RSA public key and the same rules: RS256 only, ``iss``
-exact, ``aud`` one of ours, ``exp`` required, 60 s of leeway. The mutations start
+Every judge gets the same public key and the same rules: the key's one algorithm
+(RS256, ES256 or EdDSA), ``iss`` exact, ``aud`` one of ours, ``exp`` required, 60 s
+of leeway. The mutations start
 from a valid access token and change it the way an attacker or a broken issuer
 would: characters of the compact form, header members, claim values and types, the
 JSON text itself; a structural change is then signed again with the issuer's key
@@ -13,13 +14,14 @@ from __future__ import annotations
 import base64
 import json
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt as pyjwt
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import import_key
 
 __all__ = ["Mutant", "Rules", "judge_joserfc", "judge_pyjwt", "mutate"]
 
@@ -30,6 +32,7 @@ B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 class Rules:
     issuer: str
     audience: str
+    algorithm: str = "RS256"
     leeway: int = 60
 
 
@@ -57,7 +60,7 @@ def judge_pyjwt(token: str, public_key: Any, rules: Rules) -> str | None:
         pyjwt.decode(
             token,
             public_key,
-            algorithms=["RS256"],
+            algorithms=[rules.algorithm],
             audience=rules.audience,
             issuer=rules.issuer,
             leeway=rules.leeway,
@@ -71,8 +74,11 @@ def judge_pyjwt(token: str, public_key: Any, rules: Rules) -> str | None:
 def judge_joserfc(token: str, jwk: dict[str, Any], rules: Rules) -> str | None:
     """``None`` when joserfc accepts, else the exception's name."""
     try:
-        key = RSAKey.import_key(jwk)
-        decoded = jose_jwt.decode(token, key, algorithms=["RS256"])
+        key = import_key(jwk)
+        with warnings.catch_warnings():
+            # joserfc warns that RFC 9864 deprecates EdDSA for Ed25519; the token says EdDSA.
+            warnings.simplefilter("ignore")
+            decoded = jose_jwt.decode(token, key, algorithms=[rules.algorithm])
         registry = jose_jwt.JWTClaimsRegistry(
             leeway=rules.leeway,
             iss={"essential": True, "value": rules.issuer},

@@ -30,7 +30,8 @@ from bearerguard.testing import TestIssuer
 
 from .differential import Mutant, Rules, judge_joserfc, judge_pyjwt, mutate
 
-MUTANTS = 600
+#: Mutants per signing algorithm: the RSA key gets most, the curves a share each.
+MUTANTS = {"RS256": 600, "ES256": 200, "EdDSA": 200}
 SEED = int(os.environ.get("BEARERGUARD_DIFFERENTIAL_SEED", "1016"))
 
 #: bearerguard's refusal reason -> why it refuses what another library accepts.
@@ -91,21 +92,22 @@ def explain(mutant: Mutant, verdicts: dict[str, str | None]) -> str | None:
     return STRICTER.get(ours)
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[TestIssuer]:
-    with TestIssuer() as server:
+@pytest.fixture(scope="module", params=sorted(MUTANTS))
+def issuer(request: pytest.FixtureRequest) -> Iterator[TestIssuer]:
+    """An issuer whose one key signs with the parametrized algorithm."""
+    with TestIssuer(algorithms=(request.param,)) as server:
         yield server
 
 
 def judge_all(issuer: TestIssuer, mutants: list[Mutant]) -> list[dict[str, str | None]]:
-    rules = Rules(issuer.issuer, issuer.audience)
+    rules = Rules(issuer.issuer, issuer.audience, issuer.signing_alg)
     public_key = issuer.signing_key.public_key()
     jwk = next(k for k in issuer.jwks()["keys"] if k["kid"] == issuer.signing_kid)
     config = Issuer(
         issuer.issuer,
         audience=issuer.audience,
         jwks_uri=issuer.jwks_uri,
-        algorithms=("RS256",),
+        algorithms=(rules.algorithm,),
         leeway=rules.leeway,
         discovery=False,
     )
@@ -136,11 +138,11 @@ def judge_all(issuer: TestIssuer, mutants: list[Mutant]) -> list[dict[str, str |
 
 def mutants(issuer: TestIssuer, count: int, seed: int) -> list[Mutant]:
     rng = random.Random(seed)
-    rs256 = get_default_algorithms()["RS256"]
-    rules = Rules(issuer.issuer, issuer.audience)
+    algorithm = get_default_algorithms()[issuer.signing_alg]
+    rules = Rules(issuer.issuer, issuer.audience, issuer.signing_alg)
 
     def sign(data: bytes) -> bytes:
-        return bytes(rs256.sign(data, issuer.signing_key))
+        return bytes(algorithm.sign(data, issuer.signing_key))
 
     now = int(time.time())
     return [mutate(issuer.mint({"scope": "read"}), sign, rules, now, rng) for _ in range(count)]
@@ -154,7 +156,8 @@ def test_the_unmutated_token_is_accepted_by_all_three(issuer: TestIssuer) -> Non
 def test_bearerguard_never_accepts_what_both_others_refuse_and_every_difference_is_explained(
     issuer: TestIssuer,
 ) -> None:
-    drawn = mutants(issuer, MUTANTS, SEED)
+    count = MUTANTS[issuer.signing_alg]
+    drawn = mutants(issuer, count, SEED)
     outcomes: Counter[str] = Counter()
     unexplained: list[tuple[tuple[str, ...], dict[str, Any]]] = []
     for mutant, verdicts in zip(drawn, judge_all(issuer, drawn), strict=True):
@@ -169,4 +172,4 @@ def test_bearerguard_never_accepts_what_both_others_refuse_and_every_difference_
             outcomes["explained"] += 1
     assert not unexplained, "\n".join(f"{steps}: {verdicts}" for steps, verdicts in unexplained)
     # The mutations must reach every kind of outcome, or the test proves little.
-    assert outcomes["agree"] > MUTANTS // 2 and outcomes["explained"] > MUTANTS // 20
+    assert outcomes["agree"] > count // 2 and outcomes["explained"] > count // 20
