@@ -28,7 +28,7 @@ from bearerguard import (
     authentication_required,
     require_authentication,
 )
-from bearerguard.testing import DPoPKey, TestIssuer
+from bearerguard.testing import DPoPKey, ManualClock, TestIssuer
 
 pytestmark = pytest.mark.anyio
 
@@ -140,6 +140,28 @@ async def test_auth_time_that_is_not_a_number_is_an_invalid_token_before_any_ste
     )
     assert response.status_code == 401
     assert 'error="invalid_token"' in challenge(response)
+
+
+async def test_max_age_is_judged_on_the_clock_the_guard_is_given() -> None:
+    clock = ManualClock(time.time())
+    with TestIssuer(clock=clock) as issuer:
+        app = FastAPI()
+        app.add_middleware(
+            BearerAuthMiddleware, issuer=issuer.issuer, audience=issuer.audience, clock=clock
+        )
+        guard = require_authentication(max_age=60, clock=clock)
+
+        @app.get("/fresh", dependencies=[Depends(guard)])
+        async def fresh() -> None:
+            return None
+
+        headers = issuer.auth_header({"auth_time": int(clock())}, expires_in=3600)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
+            assert (await c.get("/fresh", headers=headers)).status_code == 200
+            clock.advance(61)  # no sleeping: the sign-in is now older than max_age
+            assert_step_up(await c.get("/fresh", headers=headers))
 
 
 async def test_challenge_names_both_requirements_whichever_failed(
