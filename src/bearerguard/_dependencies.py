@@ -366,8 +366,11 @@ def scopes_required(*scopes: str, issuers: Iterable[str] | None = None) -> Calla
 
 
 def authentication_required(
-    *, acr_values: Iterable[str] | str = (), max_age: int | None = None
+    *,
+    acr_values: Iterable[str] | str = (),
+    max_age: int | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Callable[[F], F]:
     """Starlette endpoint decorator for step-up (RFC 9470): see :class:`require_authentication`."""
-    guard = require_authentication(acr_values=acr_values, max_age=max_age)
+    guard = require_authentication(acr_values=acr_values, max_age=max_age, clock=clock)
     return _endpoint_decorator(guard, "authentication_required")
