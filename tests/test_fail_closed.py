@@ -79,13 +79,6 @@ def starlette_app(test_issuer: TestIssuer, **options: Any) -> Starlette:
     return app
 
 
-@pytest.fixture
-async def client(test_issuer: TestIssuer) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=starlette_app(test_issuer))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -322,9 +315,10 @@ async def test_rule3_a_forged_token_flood_on_the_demo_app_gets_no_5xx(
         f"\n[rule 3] 1,000 forged tokens in {seconds:.1f} s against the demo app: "
         f"{fivexx} 5xx, statuses {statuses}, {extra} JWKS fetch(es)"
     )
-    assert seconds < 30  # within one cooldown of the demo's FetchPolicy
     assert fivexx == 0 and statuses == {401: 1000}
-    assert extra <= 2  # one forced refresh in the cooldown, and the one it schedules
+    # One forced refresh per cooldown (30 s), and the one it schedules: the flood is
+    # meant to fit in one cooldown, but a slow machine must not turn that into a flake.
+    assert extra <= 2 * (1 + int(seconds // 30))
 
 
 # -- rule 4: WebSockets are refused, never crashed ------------------------------------------
@@ -635,6 +629,110 @@ def test_rule7_strict_headers_and_claims(test_issuer: TestIssuer) -> None:
         assert strict_tc.get("/me", headers=bearer(as_string)).is_success
 
 
+# -- rule 8: introspection under a flood ----------------------------------------------------
+
+
+async def test_rule8_introspection_under_a_flood(test_issuer: TestIssuer) -> None:
+    """One client's junk opaque tokens cannot starve everyone else's introspection."""
+    client_id, client_secret = test_issuer.introspection_client
+    proxy = "10.0.0.1"  # every request comes through one load balancer
+
+    def api(**options: Any) -> Starlette:
+        return starlette_app(
+            test_issuer,
+            introspection_endpoint=test_issuer.introspection_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+            introspection_concurrency=8,  # and at most 4 waiting per client
+            trusted_proxies=[proxy],
+            **options,
+        )
+
+    async def flood(app: Starlette, junk: list[str]) -> tuple[dict[int, int], list[int], int]:
+        """100 junk tokens from one client, 3 good ones from another, all at once."""
+        good = [test_issuer.mint_opaque({"sub": f"user-{i}"}, audience=AUD) for i in range(3)]
+        transport = httpx.ASGITransport(app=app, client=(proxy, 4000))
+        before = test_issuer.requests[test_issuer.introspection_path]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+
+            async def ask(token: str, address: str) -> int:
+                headers = {**bearer(token), "X-Forwarded-For": address}
+                return (await c.get("/me", headers=headers)).status_code
+
+            flooder = [asyncio.ensure_future(ask(t, "203.0.113.66")) for t in junk]
+            await asyncio.sleep(0.05)  # the flood is in full swing
+            others = await asyncio.gather(*(ask(t, "198.51.100.7") for t in good))
+            statuses: dict[int, int] = {}
+            for status in await asyncio.gather(*flooder):
+                statuses[status] = statuses.get(status, 0) + 1
+        calls = test_issuer.requests[test_issuer.introspection_path] - before
+        return statuses, others, calls
+
+    junk = [secrets.token_urlsafe(24) for _ in range(100)]
+    test_issuer.delay(0.2)  # a slow authorization server
+    try:
+        statuses, others, calls = await flood(api(), junk)
+        shaped, shaped_others, shaped_calls = await flood(
+            api(opaque_token_pattern=r"at_[A-Za-z0-9]{40}"), junk
+        )
+    finally:
+        test_issuer.delay(0)
+    print(
+        f"\n[rule 8] 100 junk opaque tokens from one client + 3 good ones from another: "
+        f"flooder {statuses}, others {others}, {calls} introspection calls; "
+        f"with opaque_token_pattern: {shaped_calls} calls"
+    )
+    assert others == [200, 200, 200]  # everyone else is served, not starved
+    assert not any(status >= 500 for status in statuses)  # the flood is the client's doing
+    assert set(statuses) <= {401, 429} and statuses.get(429, 0) >= 100 - (8 + 4)
+    assert calls <= 8 + 4 + 3  # the flooder's slots and its share of the line, and ours
+    # opaque_token_pattern: junk the server could never have issued costs no call at all.
+    assert shaped == {401: 100} and shaped_calls == 0
+    assert shaped_others == [401, 401, 401]  # (the good ones do not match the pattern either)
+
+
+# -- rule 9: several issuers, one route -----------------------------------------------------
+
+
+def test_rule9_several_issuers_one_route(test_issuer: TestIssuer) -> None:
+    with TestIssuer() as other:
+        partners = other.issuer
+        trusted = [Issuer(issuer=i.issuer, audience=AUD) for i in (test_issuer, other)]
+
+        api = FastAPI()
+
+        @api.get(
+            "/ours", dependencies=[Depends(require_scopes("read", issuers=[test_issuer.issuer]))]
+        )
+        async def ours() -> dict[str, str]:
+            return {}
+
+        @api.get("/anyone", dependencies=[Depends(require_scopes("read"))])
+        async def anyone() -> dict[str, str]:
+            return {}
+
+        @scopes_required("read", issuers=[partners])
+        async def theirs(request: Request) -> JSONResponse:
+            return JSONResponse({})
+
+        api.add_route("/theirs", theirs)
+        api.add_middleware(BearerAuthMiddleware, issuers=trusted)
+        ours_token = bearer(test_issuer.mint(audience=AUD, scope="read"))
+        their_token = bearer(other.mint(audience=AUD, scope="read"))
+        with TestClient(api) as tc:
+            assert tc.get("/ours", headers=ours_token).status_code == 200
+            assert tc.get("/theirs", headers=their_token).status_code == 200
+            for path, token in (("/ours", their_token), ("/theirs", ours_token)):
+                refused = tc.get(path, headers=token)
+                assert refused.status_code == 403, path
+                assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+                assert refused.json()["error"] == "insufficient_scope"
+            # Without issuers=, the same scope name from either issuer opens the route.
+            assert tc.get("/anyone", headers=their_token).status_code == 200
+        with pytest.raises(TypeError):
+            require_scopes("read", issuers=test_issuer.issuer)  # one string is a mistake
+
+
 # -- rule 10: nothing leaks, nothing is mutable -----------------------------------------------
 
 
@@ -728,107 +826,3 @@ async def test_rule10_nothing_leaks_nothing_is_mutable(test_issuer: TestIssuer) 
         assert in_body.status_code == 200
     # The header token: nothing read before the app; the form token: the body was read.
     assert reads_before_app[0] == 0 and reads_before_app[1] >= 1
-
-
-# -- rule 9: several issuers, one route -----------------------------------------------------
-
-
-def test_rule9_several_issuers_one_route(test_issuer: TestIssuer) -> None:
-    with TestIssuer() as other:
-        partners = other.issuer
-        trusted = [Issuer(issuer=i.issuer, audience=AUD) for i in (test_issuer, other)]
-
-        api = FastAPI()
-
-        @api.get(
-            "/ours", dependencies=[Depends(require_scopes("read", issuers=[test_issuer.issuer]))]
-        )
-        async def ours() -> dict[str, str]:
-            return {}
-
-        @api.get("/anyone", dependencies=[Depends(require_scopes("read"))])
-        async def anyone() -> dict[str, str]:
-            return {}
-
-        @scopes_required("read", issuers=[partners])
-        async def theirs(request: Request) -> JSONResponse:
-            return JSONResponse({})
-
-        api.add_route("/theirs", theirs)
-        api.add_middleware(BearerAuthMiddleware, issuers=trusted)
-        ours_token = bearer(test_issuer.mint(audience=AUD, scope="read"))
-        their_token = bearer(other.mint(audience=AUD, scope="read"))
-        with TestClient(api) as tc:
-            assert tc.get("/ours", headers=ours_token).status_code == 200
-            assert tc.get("/theirs", headers=their_token).status_code == 200
-            for path, token in (("/ours", their_token), ("/theirs", ours_token)):
-                refused = tc.get(path, headers=token)
-                assert refused.status_code == 403, path
-                assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
-                assert refused.json()["error"] == "insufficient_scope"
-            # Without issuers=, the same scope name from either issuer opens the route.
-            assert tc.get("/anyone", headers=their_token).status_code == 200
-        with pytest.raises(TypeError):
-            require_scopes("read", issuers=test_issuer.issuer)  # one string is a mistake
-
-
-# -- rule 8: introspection under a flood ----------------------------------------------------
-
-
-async def test_rule8_introspection_under_a_flood(test_issuer: TestIssuer) -> None:
-    """One client's junk opaque tokens cannot starve everyone else's introspection."""
-    client_id, client_secret = test_issuer.introspection_client
-    proxy = "10.0.0.1"  # every request comes through one load balancer
-
-    def api(**options: Any) -> Starlette:
-        return starlette_app(
-            test_issuer,
-            introspection_endpoint=test_issuer.introspection_endpoint,
-            client_id=client_id,
-            client_secret=client_secret,
-            introspection_concurrency=8,  # and at most 4 waiting per client
-            trusted_proxies=[proxy],
-            **options,
-        )
-
-    async def flood(app: Starlette, junk: list[str]) -> tuple[dict[int, int], list[int], int]:
-        """100 junk tokens from one client, 3 good ones from another, all at once."""
-        good = [test_issuer.mint_opaque({"sub": f"user-{i}"}, audience=AUD) for i in range(3)]
-        transport = httpx.ASGITransport(app=app, client=(proxy, 4000))
-        before = test_issuer.requests[test_issuer.introspection_path]
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-
-            async def ask(token: str, address: str) -> int:
-                headers = {**bearer(token), "X-Forwarded-For": address}
-                return (await c.get("/me", headers=headers)).status_code
-
-            flooder = [asyncio.ensure_future(ask(t, "203.0.113.66")) for t in junk]
-            await asyncio.sleep(0.05)  # the flood is in full swing
-            others = await asyncio.gather(*(ask(t, "198.51.100.7") for t in good))
-            statuses: dict[int, int] = {}
-            for status in await asyncio.gather(*flooder):
-                statuses[status] = statuses.get(status, 0) + 1
-        calls = test_issuer.requests[test_issuer.introspection_path] - before
-        return statuses, others, calls
-
-    junk = [secrets.token_urlsafe(24) for _ in range(100)]
-    test_issuer.delay(0.2)  # a slow authorization server
-    try:
-        statuses, others, calls = await flood(api(), junk)
-        shaped, shaped_others, shaped_calls = await flood(
-            api(opaque_token_pattern=r"at_[A-Za-z0-9]{40}"), junk
-        )
-    finally:
-        test_issuer.delay(0)
-    print(
-        f"\n[rule 8] 100 junk opaque tokens from one client + 3 good ones from another: "
-        f"flooder {statuses}, others {others}, {calls} introspection calls; "
-        f"with opaque_token_pattern: {shaped_calls} calls"
-    )
-    assert others == [200, 200, 200]  # everyone else is served, not starved
-    assert not any(status >= 500 for status in statuses)  # the flood is the client's doing
-    assert set(statuses) <= {401, 429} and statuses.get(429, 0) >= 100 - (8 + 4)
-    assert calls <= 8 + 4 + 3  # the flooder's slots and its share of the line, and ours
-    # opaque_token_pattern: junk the server could never have issued costs no call at all.
-    assert shaped == {401: 100} and shaped_calls == 0
-    assert shaped_others == [401, 401, 401]  # (the good ones do not match the pattern either)
