@@ -65,3 +65,13 @@ def test_idle_keys_are_dropped_as_other_keys_are_hit(clock: SimpleNamespace) -> 
     for _ in range(600):
         storage.acquire_entry("busy", 10_000, 60)
     assert len(storage._windows) == 1
+
+
+def test_one_spend_answers_as_an_acquire_then_a_window_read(clock: SimpleNamespace) -> None:
+    one, two = MovingWindowMemory(), MovingWindowMemory()
+    rng = random.Random(7)
+    for _ in range(5_000):
+        clock.value += rng.choice((0.0, 0.3, 1.0, 5.0))
+        key, consume = rng.choice("xy"), rng.random() < 0.8
+        allowed = two.acquire_entry(key, 4, 5) if consume else True
+        assert one.spend(key, 4, 5, consume) == (allowed, *two.get_moving_window(key, 4, 5))

@@ -368,8 +368,7 @@ def _consult_memory(
     for item in items:
         key = _storage_key(item, ids)
         limit, expiry = item.amount, item.get_expiry()
-        allowed = storage.acquire_entry(key, limit, expiry) if consume else True
-        start, count = storage.get_moving_window(key, limit, expiry)
+        allowed, start, count = storage.spend(key, limit, expiry, consume)
         state = _policy_state_at(item, allowed, start + expiry, limit - count)
         states.append(state)
         if not allowed:

@@ -41,9 +41,11 @@ class MovingWindowMemory(MemoryStorage):
         than ``now - expiry``: after dropping the older times that is ``len + amount >
         limit``.
         """
+        return self._acquire(key, limit, expiry, amount, time.time())
+
+    def _acquire(self, key: str, limit: int, expiry: int, amount: int, now: float) -> bool:
         if amount > limit:
             return False
-        now = time.time()
         window = self._windows.get(key)
         if window is None:
             times: deque[float] = deque()
@@ -65,7 +67,9 @@ class MovingWindowMemory(MemoryStorage):
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(Oldest hit in the window, hits in it): those strictly newer than ``now - expiry``."""
-        now = time.time()
+        return self._window(key, expiry, time.time())
+
+    def _window(self, key: str, expiry: int, now: float) -> tuple[float, int]:
         window = self._windows.get(key)
         if window is None or not window[0]:
             return now, 0
@@ -80,6 +84,18 @@ class MovingWindowMemory(MemoryStorage):
         if count:
             return times[at_edge], count
         return (times[0] if times else now), 0
+
+    def spend(self, key: str, limit: int, expiry: int, consume: bool) -> tuple[bool, float, int]:
+        """One hit (when ``consume``), then the window: what the limiter asks for each limit.
+
+        The answers of :meth:`acquire_entry` then :meth:`get_moving_window`, in one call
+        at one clock reading (``limits`` wraps each of those two in an error translator;
+        nothing here raises, so there is nothing to translate).
+        """
+        now = time.time()
+        allowed = self._acquire(key, limit, expiry, 1, now) if consume else True
+        start, count = self._window(key, expiry, now)
+        return allowed, start, count
 
     def _sweep(self, now: float) -> None:
         """Drop keys whose newest hit has left their window (the least recently hit first)."""
