@@ -67,7 +67,7 @@ def _has_middleware(app: Any) -> bool:
     return any(m.cls is BearerAuthMiddleware for m in getattr(app, "user_middleware", ()))
 
 
-# -- the README --------------------------------------------------------------------------
+# -- the README and the pages it sends readers to -------------------------------------
 
 
 @check("README.md", "Use it")
@@ -81,7 +81,7 @@ def check_use_it(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/items", headers=issuer.auth_header(scope="other")).status_code == 403
 
 
-@check("README.md", "Public paths and optional tokens")
+@check("docs/configuration.md", "Public paths and optional tokens")
 def check_public_paths(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     app = snippets.run(snippet, issuer.issuer)["app"]
     with TestClient(app) as client:
@@ -98,7 +98,7 @@ def check_public_paths(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/me", headers=ann).json() == {"sub": "ann"}
 
 
-@check("README.md", "Several issuers, one route")
+@check("docs/configuration.md", "Several issuers, one route")
 def check_several_issuers(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer() as partner:
         partner_url = {"https://partner-idp.example.net": partner.issuer}
@@ -136,7 +136,7 @@ def check_cors(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert ok.status_code == 200
 
 
-@check("README.md", "Opaque tokens (RFC 7662 introspection)")
+@check("docs/opaque-tokens.md", "Opaque tokens (RFC 7662 introspection)")
 def check_introspection(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     issuer.introspection_client = ("my-api", snippets.INTROSPECTION_SECRET)
     app = snippets.run(snippet, issuer.issuer)["app"]
@@ -156,7 +156,7 @@ def check_introspection(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     assert issuer.requests[issuer.introspection_path] == 2
 
 
-@check("README.md", "Rate limits per token")
+@check("docs/rate-limits.md", "Rate limits per token")
 def check_rate_limits(snippet: snippets.Snippet, issuer: TestIssuer, server: RedisServer) -> None:
     import redis
 
@@ -183,7 +183,7 @@ def check_test_your_api(
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
 
 
-@check("README.md", "OpenAPI, logs and metrics")
+@check("docs/openapi-and-metrics.md", "OpenAPI, logs and metrics")
 def check_metrics(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     namespace = snippets.run(snippet, issuer.issuer)
     app = namespace["app"]
@@ -205,7 +205,7 @@ def check_metrics(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     assert second["registry"] is not namespace["registry"]
 
 
-@check("README.md", "Step-up authentication (RFC 9470)")
+@check("docs/bound-tokens.md", "Step-up authentication (RFC 9470)")
 def check_step_up(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     namespace = snippets.run(snippet, issuer.issuer)
     app = namespace["app"]
@@ -226,7 +226,7 @@ def check_step_up(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.post("/close", headers=issuer.auth_header(strong)).status_code == 200
 
 
-@check("README.md", "Protected resource metadata (RFC 9728)")
+@check("docs/bound-tokens.md", "Protected resource metadata (RFC 9728)")
 def check_resource_metadata(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     app = snippets.run(snippet, issuer.issuer)["app"]
     with TestClient(app, base_url="https://api.example.com") as client:
@@ -248,7 +248,7 @@ def check_resource_metadata(snippet: snippets.Snippet, issuer: TestIssuer) -> No
         )
 
 
-@check("README.md", "Certificate-bound tokens (mTLS, RFC 8705)")
+@check("docs/bound-tokens.md", "Certificate-bound tokens (mTLS, RFC 8705)")
 def check_mtls(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     namespace = snippets.run(snippet, issuer.issuer)  # the test snippet asserts as it runs
     app = namespace["app"]
@@ -268,7 +268,7 @@ def check_mtls(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert client.get("/items", headers=headers).status_code == 401
 
 
-@check("README.md", "Sender-constrained tokens: DPoP (RFC 9449)")
+@check("docs/bound-tokens.md", "Sender-constrained tokens: DPoP (RFC 9449)")
 def check_dpop(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     # The snippet asserts its own promises (a bound token with its proof is accepted,
     # the same token as Bearer is refused); here: its app also refuses a thief's proof.
@@ -324,7 +324,7 @@ def _plays_provider(
         assert client.get("/snippet-check", headers=bearer(look_alike)).status_code == 401
 
 
-@check("README.md", "Auth0")
+@check("docs/providers.md", "Auth0")
 def check_auth0(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(issuer=f"https://{shapes.AUTH0}/") as auth0:
         expect = {
@@ -336,7 +336,7 @@ def check_auth0(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, auth0, shapes.auth0_access(), other_api, expect)
 
 
-@check("README.md", "Microsoft Entra ID")
+@check("docs/providers.md", "Microsoft Entra ID")
 def check_entra(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(issuer=f"{shapes.LOGIN}/{shapes.TENANT}/v2.0") as entra:
         expect = {
@@ -347,7 +347,7 @@ def check_entra(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, entra, shapes.entra_v2(), shapes.entra_v1(), expect)
 
 
-@check("README.md", "Amazon Cognito")
+@check("docs/providers.md", "Amazon Cognito")
 def check_cognito(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(issuer=shapes.COGNITO) as cognito:
         expect = {
@@ -359,7 +359,7 @@ def check_cognito(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, cognito, shapes.cognito_access(), id_token, expect, typ=None)
 
 
-@check("README.md", "Keycloak")
+@check("docs/providers.md", "Keycloak")
 def check_keycloak(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(issuer=shapes.KEYCLOAK) as keycloak:
         expect = {
@@ -374,7 +374,7 @@ def check_keycloak(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, keycloak, shapes.keycloak_access(), refresh, expect)
 
 
-@check("README.md", "Okta")
+@check("docs/providers.md", "Okta")
 def check_okta(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(issuer=shapes.OKTA_AS) as okta:
         expect = {
@@ -386,7 +386,7 @@ def check_okta(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         _plays_provider(snippet, okta, shapes.okta_access(), org, expect, typ=None)
 
 
-@check("README.md", "Firebase")
+@check("docs/providers.md", "Firebase")
 def check_firebase(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
     with TestIssuer(
         issuer=f"https://securetoken.google.com/{shapes.PROJECT}",
@@ -447,7 +447,7 @@ def check_mounts(snippet: snippets.Snippet, issuer: TestIssuer) -> None:
         assert ok.status_code == 200 and ok.json() == ["apple", "pear"]
 
 
-@check("README.md", "DPoP from a browser")
+@check("docs/bound-tokens.md", "DPoP from a browser")
 def check_dpop_browser(
     snippet: snippets.Snippet, issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
