@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import ipaddress
+import ssl
 import sys
 import zlib
 from collections.abc import Collection, Mapping
@@ -403,6 +405,17 @@ def _user_agent() -> str:
         return "bearerguard"
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, made once per process.
+
+    Making one loads the CA bundle, which costs more than everything else a new
+    validator does; every validator (one per ``inspect`` run, per test app) would
+    otherwise pay it again. The environment (``SSL_CERT_FILE``) is read the first time.
+    """
+    return httpx.create_ssl_context()
+
+
 def new_client() -> httpx.AsyncClient:
     """The HTTP client a middleware shares between its issuers: no automatic redirects.
 
@@ -410,6 +423,7 @@ def new_client() -> httpx.AsyncClient:
     cannot be bypassed by a client configured elsewhere.
     """
     return httpx.AsyncClient(
+        verify=_tls_context(),
         follow_redirects=False,
         timeout=httpx.Timeout(FetchPolicy().timeout),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=30.0),

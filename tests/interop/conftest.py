@@ -1,7 +1,8 @@
 """Fixtures that run panva's oidc-provider (tests/interop/provider.mjs) as a real process.
 
-Each test gets its own provider on a free loopback port, so rotations and outages in
-one test cannot leak into another; it is stopped by PID at the end.
+A test that rotates keys or stops the provider gets its own on a free loopback port,
+so rotations and outages cannot leak into another test; modules whose tests change
+nothing share one per module. Each is stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -24,15 +25,33 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def oidc_provider(tmp_path: Path) -> Iterator[OIDCProvider]:
-    """A running oidc-provider with a 300 s default token lifetime."""
-    provider = OIDCProvider(node=node_or_skip(), workdir=tmp_path, ttl=300)
+def _running(workdir: Path) -> Iterator[OIDCProvider]:
+    provider = OIDCProvider(node=node_or_skip(), workdir=workdir, ttl=300)
     provider.start()
     try:
         yield provider
     finally:
         provider.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
+    """One provider for a whole module whose tests change nothing about it."""
+    yield from _running(tmp_path_factory.mktemp("oidc-provider"))
+
+
+@pytest.fixture
+def oidc_provider(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OIDCProvider]:
+    """A running oidc-provider with a 300 s default token lifetime.
+
+    A module whose tests neither rotate keys nor stop the provider says so with
+    ``SHARES_PROVIDER = True`` and its tests share one (starting node costs a second
+    or more); the others get their own, so a rotation or an outage cannot leak.
+    """
+    if getattr(request.module, "SHARES_PROVIDER", False):
+        yield request.getfixturevalue("shared_oidc_provider")
+        return
+    yield from _running(tmp_path)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from .interop_support import ApiFactory, OIDCProvider, bearer
 from .test_interop_jwt import claims_of
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+#: These tests neither rotate keys nor stop the provider: they share one.
+SHARES_PROVIDER = True
 
 #: The URL the API is called at (the ``api`` fixture's base URL): what proofs sign as htu.
 ITEMS = "http://api.test/items"

@@ -8,6 +8,8 @@ import pytest
 from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+#: These tests neither rotate keys nor stop the provider: they share one.
+SHARES_PROVIDER = True
 
 #: The introspection cache lifetime the revocation test runs with (seconds).
 CACHE_TTL = 1.0

@@ -13,6 +13,8 @@ import pytest
 from .interop_support import ApiFactory, OIDCProvider, bearer
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+#: These tests neither rotate keys nor stop the provider: they share one.
+SHARES_PROVIDER = True
 
 
 def _part(token: str, index: int) -> dict[str, Any]:

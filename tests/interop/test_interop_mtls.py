@@ -17,6 +17,8 @@ from .interop_support import ApiFactory, OIDCProvider, bearer
 from .test_interop_jwt import claims_of
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+#: These tests neither rotate keys nor stop the provider: they share one.
+SHARES_PROVIDER = True
 
 #: The API sits behind a TLS-terminating proxy on loopback (httpx's ASGI peer).
 BEHIND_PROXY = {"client_cert_header": "client-cert", "trusted_proxies": ["127.0.0.1"]}
