@@ -25,10 +25,11 @@ services:
 	  echo "installing redis-server"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
 
-# The pinned oidc-provider used by the interop tests (tests/interop/package-lock.json).
+# The pinned oidc-provider and oauth4webapi used by the interop tests
+# (tests/interop/package-lock.json); installed again whenever the lock is newer.
 interop-deps:
 	@if [ -f tests/interop/package-lock.json ] && command -v npm >/dev/null 2>&1; then \
-	  cd tests/interop && { [ -d node_modules ] || npm ci --silent --no-audit --no-fund; }; \
+	  cd tests/interop && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --silent --no-audit --no-fund; }; \
 	fi
 
 # Swagger UI's files, served to Chromium by the browser test (tests/browser/package-lock.json);

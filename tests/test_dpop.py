@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 AUD = "https://api.example.com"
 URL = "http://testserver/me"
 SECRET = "a-dpop-nonce-secret-of-at-least-32-bytes!"
-ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
+ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA Ed25519"'
 
 
 async def me(request: Request) -> JSONResponse:
@@ -117,6 +117,20 @@ async def test_every_allowed_asymmetric_algorithm_verifies(
     key = DPoPKey(alg)
     response = await call(build(), test_issuer.dpop_headers(key, "GET", URL, audience=AUD))
     assert response.status_code == 200, response.text
+
+
+async def test_fully_specified_ed25519_alg_is_taken_on_its_curve_only(
+    build: Factory, test_issuer: TestIssuer
+) -> None:
+    # RFC 9864 names EdDSA over Ed25519 "Ed25519"; DPoP clients (oauth4webapi) sign so.
+    key = DPoPKey("EdDSA")
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    named = key.headers(token, "GET", URL, headers={"alg": "Ed25519"})
+    assert (await call(build(), named)).status_code == 200
+    wrong_curve = key.headers(token, "GET", URL, headers={"alg": "Ed448"})
+    refused = await call(build(dpop_algorithms=["Ed448"]), wrong_curve)
+    assert_bad_proof_with_algs(refused, 'algs="Ed448"')
+    assert refused.json()["error_description"] == "The DPoP proof's jwk does not fit its algorithm"
 
 
 async def test_bound_token_is_served_from_the_cache_but_every_proof_is_checked(

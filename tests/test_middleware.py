@@ -44,7 +44,7 @@ from bearerguard.testing import TestIssuer
 pytestmark = pytest.mark.anyio
 AUD = "https://api.example.com"
 #: What the DPoP challenge offered beside Bearer by default says (RFC 9449 §7.2).
-DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA Ed25519"'
 
 
 def b64(data: bytes) -> str:

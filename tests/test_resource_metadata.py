@@ -37,7 +37,7 @@ pytestmark = pytest.mark.anyio
 
 RESOURCE = "https://api.example.com"
 #: The DPoP challenge offered beside Bearer by default (RFC 9449 §7.2): it names the metadata too.
-DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA Ed25519"'
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 

@@ -32,7 +32,7 @@ pytest_plugins = ["pytester"]
 
 Check = Callable[..., None]
 #: The DPoP challenge offered beside Bearer by default (RFC 9449 §7.2).
-DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"'
+DPOP_ALGS = 'algs="ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA Ed25519"'
 #: (document, heading) -> the check for the snippets under that heading.
 CHECKS: dict[tuple[str, str], Check] = {}
 

@@ -74,8 +74,14 @@ DPoPMode = Literal["allowed", "required", "disabled"]
 
 #: Proof algorithms accepted by default: the asymmetric ones, ES256 first (RFC 9449 §4.2).
 DEFAULT_DPOP_ALGORITHMS: tuple[str, ...] = (
-    "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA",
+    "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512",
+    "EdDSA", "Ed25519",
 )  # fmt: skip
+#: RFC 9864's fully-specified EdDSA names: the curve is in the name, the check is EdDSA's.
+#: DPoP clients such as oauth4webapi sign proofs as ``Ed25519``.
+_FULLY_SPECIFIED: dict[str, str] = {"Ed25519": "Ed25519", "Ed448": "Ed448"}
+#: Every algorithm a proof may name (RFC 9449 §4.3: asymmetric only).
+_PROOF_ALGORITHMS = ASYMMETRIC_ALGORITHMS | frozenset(_FULLY_SPECIFIED)
 #: How old a proof may be, in seconds (RFC 9449 §11.1: a window of a few minutes at most).
 DEFAULT_DPOP_MAX_AGE = 300.0
 #: Where a verified proof is left on the ASGI scope (its key's thumbprint, for the app).
@@ -150,7 +156,7 @@ class DPoPPolicy:
         algorithms = tuple(self.algorithms)
         if not algorithms:
             raise ValueError("dpop_algorithms must not be empty")
-        wrong = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        wrong = [a for a in algorithms if a not in _PROOF_ALGORITHMS]
         if wrong:
             # RFC 9449 §4.3: a proof's alg is asymmetric; never none, never a MAC.
             raise ValueError(f"DPoP proofs need asymmetric algorithms; not {wrong}")
@@ -223,7 +229,10 @@ def _judge_header(header: dict[str, Any], algorithms: frozenset[str]) -> _ProofH
     if _PRIVATE_MEMBERS.intersection(jwk):
         raise _refuse("The DPoP proof's jwk must be a public key", "dpop_private_key")
     kty = jwk.get("kty")
-    curves = _CRV_FOR_ALG.get(alg)
+    curve = _FULLY_SPECIFIED.get(alg)
+    curves: frozenset[str] | None = _CRV_FOR_ALG.get(alg)
+    if curve is not None:
+        alg, curves = "EdDSA", frozenset({curve})  # verified as EdDSA, on that curve only
     if kty != _KTY_FOR_ALG[alg] or (curves is not None and jwk.get("crv") not in curves):
         raise _refuse("The DPoP proof's jwk does not fit its algorithm", "dpop_bad_jwk")
     members = _PUBLIC_MEMBERS[kty]

@@ -40,13 +40,15 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
 
-def node_or_skip() -> str:
-    """The node binary; a loud skip when it or the packages are missing (a failure in CI)."""
+def node_or_skip(package: str = "oidc-provider") -> str:
+    """The node binary; a loud skip when it or ``package`` is missing (a failure in CI)."""
     node = shutil.which("node")
     if node is None:
         reason = "interop tests need `node` on PATH (panva/oidc-provider runs on Node.js)"
-    elif not (HERE / "node_modules" / "oidc-provider").is_dir():
-        reason = "interop tests need tests/interop/node_modules: run `make interop-deps`"
+    elif not (HERE / "node_modules" / package).is_dir():
+        reason = (
+            f"interop tests need {package} in tests/interop/node_modules: run `make interop-deps`"
+        )
     else:
         return node
     if os.environ.get("CI"):
