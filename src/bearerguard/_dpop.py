@@ -15,10 +15,11 @@ Why it is shaped this way:
   one signature check and a few comparisons, not for building a key.
 * The token itself goes through the validator and its cache like any other: a
   DPoP request costs a cache hit plus the proof.
-* The ``jti`` store is the ``limits`` storage rate limits use (``memory://`` or
-  Redis): one atomic increment per proof, keyed by this API's identity, the
-  proof's key and the ``jti``, so APIs sharing a Redis never see each other's
-  proofs, and an outage fails open or closed as configured.
+* The ``jti`` store follows the rate limits' storage: in process, a bounded dict
+  (a full one is an outage, never an eviction that would reopen a replay window);
+  in Redis, one atomic increment per proof through ``limits``. Keys name this API's
+  identity, the proof's key and the ``jti``, so APIs sharing a Redis never see each
+  other's proofs, and an outage fails open or closed as configured.
 * Server nonces (RFC 9449 §8) are derived from a configured secret and the time
   step, so every replica makes and accepts the same nonces without sharing state.
 """
