@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.tokens import ALGORITHMS, BenchIssuer, write_tokens
 
     redis: Redis | None = None
-    if sections & {"e2e", "extras", "http", "scale"}:
+    if sections & {"e2e", "dpop", "extras", "http", "scale"}:
         why = apt_install("redis-server", "redis-server")
         if why is None:
             try:
@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             if "dpop" in sections:
                 from benchmarks.dpop import run_dpop
 
-                results["inprocess"]["dpop"] = run_dpop(ctx, rounds, progress)
+                results["inprocess"]["dpop"] = run_dpop(
+                    ctx, rounds, progress, redis_url=redis.url if redis else None
+                )
             if "extras" in sections:
                 results["inprocess"]["extras"] = inprocess.run_extras(
                     ctx, rounds, extras_ops, redis.url if redis else None, progress

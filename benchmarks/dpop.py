@@ -12,7 +12,9 @@ the middleware, answering
   distinct proof per request (memory replay store),
 
 and, as the floor a proof cannot go below, the raw ``cryptography`` verify of the
-same proofs. Proofs are signed before the timed loop (a client's cost, not the
+same proofs. With a redis-server, ``dpop_es256_redis`` spends each ``jti`` in Redis
+(what replicas do); it waits on another process, so it is wall time against the
+bearer hit's wall time. Proofs are signed before the timed loop (a client's cost, not the
 server's). Every variant takes its turn on each chunk in a shuffled order; ratios
 are taken against the bearer hit of the same round; times are CPU time of the
 benchmark's thread.
@@ -46,9 +48,12 @@ LABELS = {
     "bearer_hit": "middleware, Bearer token, cache hit (the baseline)",
     "dpop_es256": "middleware, DPoP-bound token (cache hit) + fresh ES256 proof",
     "dpop_eddsa": "middleware, DPoP-bound token (cache hit) + fresh EdDSA proof",
+    "dpop_es256_redis": "middleware, DPoP-bound token + fresh ES256 proof, jti in Redis",
 }
 #: Proof key algorithm of each DPoP row.
 ROW_ALGS = {"dpop_es256": "ES256", "dpop_eddsa": "EdDSA"}
+#: Rows that wait on Redis: timed and compared in wall time.
+WALL_CLOCK = frozenset({"dpop_es256_redis"})
 
 
 def _dpop_scope(token: str, proof: str) -> dict[str, Any]:
@@ -61,8 +66,8 @@ def _dpop_scope(token: str, proof: str) -> dict[str, Any]:
     return scope
 
 
-def _timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], float]:
-    """CPU seconds for one request per scope, in order; every answer must be a 200."""
+def _timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], tuple[float, float]]:
+    """(CPU, wall) seconds for one request per scope, in order; every answer must be a 200."""
     request = {"type": "http.request", "body": b"", "more_body": False}
     refused: list[int] = []
 
@@ -73,14 +78,14 @@ def _timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], float]:
         if message["type"] == "http.response.start" and message["status"] != 200:
             refused.append(message["status"])
 
-    def run(scopes: list[dict[str, Any]]) -> float:
-        async def go() -> float:
-            c0 = time.thread_time()
+    def run(scopes: list[dict[str, Any]]) -> tuple[float, float]:
+        async def go() -> tuple[float, float]:
+            c0, w0 = time.thread_time(), time.perf_counter()
             for template in scopes:
                 await app({**template, "state": {}}, receive, send)
-            return time.thread_time() - c0
+            return time.thread_time() - c0, time.perf_counter() - w0
 
-        spent: float = ctx.run(go())
+        spent: tuple[float, float] = ctx.run(go())
         if refused:
             statuses = sorted(set(refused))
             refused.clear()
@@ -95,19 +100,29 @@ def run_dpop(
     rounds: int,
     progress: Callable[[str], None],
     requests: int = REQUESTS,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
-    """Per-request CPU cost of a DPoP-bound request against a bearer cache hit, same rounds."""
+    """Per-request cost of a DPoP-bound request against a bearer cache hit, same rounds."""
     from bearerguard.testing import DPoPKey
 
     issuer = ctx.issuer
     bearer_token = issuer.mint("RS256")
-    keys = {row: DPoPKey(alg) for row, alg in ROW_ALGS.items()}
+    row_algs = dict(ROW_ALGS)
+    notes: dict[str, str] = {}
+    if redis_url:
+        row_algs["dpop_es256_redis"] = "ES256"
+    else:
+        notes["dpop_es256_redis"] = "not measured: no redis-server"
+    keys = {row: DPoPKey(alg) for row, alg in row_algs.items()}
     bound = {row: issuer.mint("RS256", cnf={"jkt": key.thumbprint}) for row, key in keys.items()}
     timers = {
         "plain": _timer(ctx, _plain_app()),
         "bearer_hit": _timer(ctx, _middleware(ctx)),
         **{row: _timer(ctx, _middleware(ctx)) for row in ROW_ALGS},
     }
+    if redis_url:
+        redis_app = _middleware(ctx, dpop_replay_storage=redis_url)
+        timers["dpop_es256_redis"] = _timer(ctx, redis_app)
     chunks = max(1, requests // CHUNK)
     bearer_chunk = [_scope_template(bearer_token)] * CHUNK
 
@@ -115,7 +130,7 @@ def run_dpop(
         key, token = keys[row], bound[row]
         return [key.proof("GET", URL, token=token) for _ in range(n)]
 
-    raw = {row: raw_verifier(alg, keys[row].private.public_key()) for row, alg in ROW_ALGS.items()}
+    raw = {row: raw_verifier(alg, keys[row].private.public_key()) for row, alg in row_algs.items()}
 
     def raw_cost(row: str, chunk: list[str]) -> float:
         verify, convert = raw[row]
@@ -131,40 +146,48 @@ def run_dpop(
     # Warm every path (code, keys, the cached tokens, the proof-header cache) untimed.
     timers["plain"](bearer_chunk[:4])
     timers["bearer_hit"](bearer_chunk[:4])
-    for row in ROW_ALGS:
+    for row in row_algs:
         timers[row]([_dpop_scope(bound[row], p) for p in proofs(row, 4)])
 
-    per_request: dict[str, list[float]] = {
-        name: [] for name in [*timers, *(f"raw_{r}" for r in ROW_ALGS)]
-    }
+    raw_names = [f"raw_{row}" for row in ROW_ALGS]
+    cpu: dict[str, list[float]] = {name: [] for name in [*timers, *raw_names]}
+    wall: dict[str, list[float]] = {name: [] for name in timers}
     rng = random.Random(9449)
     for r in range(rounds):
         progress(f"dpop: round {r + 1}/{rounds} (signing {chunks * CHUNK} proofs per key)")
         # Fresh proofs each round, made now: their iat is within the window and every jti is new.
-        pending = {row: proofs(row, chunks * CHUNK) for row in ROW_ALGS}
+        pending = {row: proofs(row, chunks * CHUNK) for row in row_algs}
         gc.collect()
-        spent = dict.fromkeys(per_request, 0.0)
+        spent = dict.fromkeys(cpu, 0.0)
+        waited = dict.fromkeys(wall, 0.0)
         for i in range(chunks):
-            order = [*timers, *(f"raw_{row}" for row in ROW_ALGS)]
+            order = [*timers, *raw_names]
             rng.shuffle(order)
             for name in order:
-                if name.startswith("raw_"):
+                if name in raw_names:
                     row = name[4:]
                     spent[name] += raw_cost(row, pending[row][i * CHUNK : (i + 1) * CHUNK])
-                elif name in ROW_ALGS:
+                    continue
+                if name in row_algs:
                     chunk = pending[name][i * CHUNK : (i + 1) * CHUNK]
-                    spent[name] += timers[name]([_dpop_scope(bound[name], p) for p in chunk])
+                    scopes = [_dpop_scope(bound[name], p) for p in chunk]
                 else:
-                    spent[name] += timers[name](bearer_chunk)
-        for name in per_request:
-            per_request[name].append(spent[name] / (chunks * CHUNK) * 1e6)
+                    scopes = bearer_chunk
+                c, w = timers[name](scopes)
+                spent[name] += c
+                waited[name] += w
+        for name in cpu:
+            cpu[name].append(spent[name] / (chunks * CHUNK) * 1e6)
+        for name in wall:
+            wall[name].append(waited[name] / (chunks * CHUNK) * 1e6)
 
-    base = per_request["bearer_hit"]
     rows: dict[str, Any] = {}
     for name in timers:
-        samples = per_request[name]
+        series = wall if name in WALL_CLOCK else cpu
+        samples, base = series[name], series["bearer_hit"]
         rows[name] = {
             "label": LABELS[name],
+            "clock": "wall" if name in WALL_CLOCK else "cpu",
             "us_per_request": summary(samples),
             "vs_bearer_hit": summary([s / b for s, b in zip(samples, base, strict=True)]),
             "extra_over_bearer_hit_us": summary(
@@ -172,13 +195,18 @@ def run_dpop(
             ),
         }
         if name in ROW_ALGS:
-            floor = per_request[f"raw_{name}"]
+            floor = cpu[f"raw_{name}"]
             rows[name]["raw_verify_us"] = summary(floor)
             # What the proof check adds beyond its one signature verify (claims, replay, parse).
             rows[name]["extra_over_bearer_and_verify_us"] = summary(
                 [s - b - f for s, b, f in zip(samples, base, floor, strict=True)]
             )
-    return {"rounds": rounds, "requests_per_sample": chunks * CHUNK, "rows": rows}
+    return {
+        "rounds": rounds,
+        "requests_per_sample": chunks * CHUNK,
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 def render(result: dict[str, Any]) -> str:
@@ -198,10 +226,14 @@ def render(result: dict[str, Any]) -> str:
     for row in result["rows"].values():
         raw = row.get("raw_verify_us")
         extra = row.get("extra_over_bearer_and_verify_us")
+        wall = " (wall, against the hit's wall time)" if row.get("clock") == "wall" else ""
         lines.append(
-            f"| {row['label']} | {fmt(row['us_per_request'])} | {fmt(row['vs_bearer_hit'], 'x')} "
+            f"| {row['label']}{wall} | {fmt(row['us_per_request'])} "
+            f"| {fmt(row['vs_bearer_hit'], 'x')} "
             f"| {fmt(raw) if raw else '-'} | {fmt(extra) if extra else '-'} |"
         )
+    for name, why in result.get("notes", {}).items():
+        lines.append(f"\n- {name}: {why}")
     return "\n".join(lines)
 
 
@@ -209,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dpop", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--redis", default=None, help="a redis:// URL for the Redis row")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     parser.add_argument(
         "--markdown", default=None, help="also write the table (with machine and load) here"
@@ -226,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     ctx = Context(issuer, loop, {})
     try:
-        result = run_dpop(ctx, args.rounds, progress, args.requests)
+        result = run_dpop(ctx, args.rounds, progress, args.requests, redis_url=args.redis)
     finally:
         ctx.close()
         loop.close()

@@ -159,6 +159,7 @@ def test_dpop_rows_time_a_bound_request_against_a_bearer_hit_in_the_same_rounds(
     assert rows["bearer_hit"]["vs_bearer_hit"]["median"] == 1
     assert rows["dpop_es256"]["raw_verify_us"]["median"] > 0
     assert "fresh ES256 proof" in render(result)
+    assert "dpop_es256_redis" in result["notes"]  # no redis-server given: said, not hidden
 
 
 def test_end_to_end_driver_fails_loudly_when_the_app_refuses(ctx: inprocess.Context) -> None:
