@@ -286,6 +286,25 @@ async def test_proof_htu_must_match_the_url_the_client_used(
 
 
 @pytest.mark.parametrize(
+    ("host", "htu"),
+    [
+        ("testserver/x", "http://testserver/x/me"),  # a path smuggled into Host
+        ("u@testserver", "http://u@testserver/me"),  # user info
+        ("[", "not a url"),  # two unparseable URLs are not the same URL
+        ("testserver:99999", "http://testserver:99999/me?x"),  # no such port
+    ],
+)
+async def test_proof_htu_never_matches_a_host_header_that_is_not_a_host(
+    build: Factory, test_issuer: TestIssuer, key: DPoPKey, host: str, htu: str
+) -> None:
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    proof = key.proof("GET", URL, token=token, claims={"htu": htu})
+    response = await call(build(), {"Authorization": f"DPoP {token}", "DPoP": proof, "Host": host})
+    assert_bad_proof(response)
+    assert response.json()["error_description"] == "The DPoP proof is for another URL"
+
+
+@pytest.mark.parametrize(
     "htu",
     [
         "http://testserver/me?x=1#frag",  # query and fragment are not compared

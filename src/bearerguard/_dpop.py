@@ -33,6 +33,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ _MAX_REMEMBERED = 1_000_000
 #: Judged proof headers kept by their encoded form; the cache starts over when full.
 _KEY_CACHE_SIZE = 1024
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+#: A Host header (RFC 9110 §7.2): a host name, IPv4 or [IPv6] address, and an optional port.
+#: Anything else (a path, user info, an unparseable address) names no URL a proof could be for.
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?", re.ASCII)
 _WEB_SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 _ALGORITHMS = get_default_algorithms()
 
@@ -558,11 +562,20 @@ class DPoPGuard:
         expected = self.request_url(scope)
         # Most clients sign exactly the URL they call: compare as-is before normalizing.
         given = htu.split("?", 1)[0].split("#", 1)[0]
-        if given != expected and _normalized(given) != _normalized(expected):
+        if expected is None or (
+            given != expected
+            and ((normal := _normalized(expected)) is None or _normalized(given) != normal)
+        ):
+            # No URL of ours (a Host header that is no host) matches any htu: two
+            # unparseable URLs are not the same URL.
             raise _refuse("The DPoP proof is for another URL", "dpop_bad_htu")
 
-    def request_url(self, scope: Scope) -> str:
-        """The URL the client used, without query: ``public_url`` or scheme and Host, plus path."""
+    def request_url(self, scope: Scope) -> str | None:
+        """The URL the client used, without query: ``public_url`` or scheme and Host, plus path.
+
+        ``None`` when the Host header is not a host (``api/x``, ``u@h``, ``[``): a path
+        smuggled into it would let a proof made for ``/x/me`` pass at ``/me``.
+        """
         raw = scope.get("raw_path")
         if raw:
             path = raw.split(b"?", 1)[0].decode("latin-1")
@@ -580,6 +593,10 @@ class DPoPGuard:
         if host is None:
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else "localhost"
+        else:
+            match = _HOST.fullmatch(host)
+            if match is None or int(match.group(1) or 0) > 65535:
+                return None
         return f"{scheme}://{host}{path}"
 
     def _check_nonce(self, nonce: Any, now: float) -> str | None:
