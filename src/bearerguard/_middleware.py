@@ -25,8 +25,6 @@ from bearerguard._config import Issuer, IssuerOptions
 from bearerguard._credentials import find_in_form, find_in_header, find_in_query
 from bearerguard._dependencies import route_scopes, token_of
 from bearerguard._dpop import (
-    DEFAULT_DPOP_ALGORITHMS,
-    DEFAULT_DPOP_MAX_AGE,
     DPOP_SCOPE_KEY,
     DPoPGuard,
     DPoPMode,
@@ -105,11 +103,11 @@ class BearerAuthMiddleware:
         client_cert_header: str | None = None,
         resource_metadata: ResourceMetadata | None = None,
         token_sharing: TokenSharing | None = None,
-        dpop: DPoPMode = "allowed",
-        dpop_algorithms: Sequence[str] = DEFAULT_DPOP_ALGORITHMS,
-        dpop_max_age: float = DEFAULT_DPOP_MAX_AGE,
+        dpop: DPoPMode | None = None,
+        dpop_algorithms: Sequence[str] | None = None,
+        dpop_max_age: float | None = None,
         dpop_replay_storage: str | None = None,
-        dpop_nonce: bool = False,
+        dpop_nonce: bool | None = None,
         dpop_nonce_secret: str | bytes | None = None,
         public_url: str | None = None,
         clock: Callable[[], float] | None = None,
@@ -118,7 +116,8 @@ class BearerAuthMiddleware:
         """``issuer=``, ``audience=`` and any other :class:`Issuer` field describe one issuer
         (their defaults are :class:`Issuer`'s); ``issuers=[Issuer(...), ...]`` trusts several.
 
-        The ``rate_limit_*`` keywords left at ``None`` take :class:`RateLimiter`'s defaults.
+        The ``rate_limit_*`` keywords left at ``None`` take :class:`RateLimiter`'s defaults,
+        the ``dpop*`` ones :class:`~bearerguard._dpop.DPoPPolicy`'s (``dpop="allowed"``).
         """
         self.app = app
         # An app factory may pass issuer=None alongside issuers= or validator=: None is absent.
@@ -200,20 +199,21 @@ class BearerAuthMiddleware:
         self.dpop: DPoPGuard | None = None
         # The replay store is the rate limits' storage unless given, and an outage of it
         # follows the rate limits' fail-open/fail-closed choice.
-        replay: dict[str, Any] = {}
+        settings: dict[str, Any] = {}
         if lent is not None:
-            replay = {"replay_storage": lent[0], "replay_fail_closed": lent[1]}
-        if dpop_replay_storage:
-            replay["replay_storage"] = dpop_replay_storage
-        policy = DPoPPolicy(
-            mode=dpop,
-            algorithms=tuple(dpop_algorithms),
-            public_url=public_url,
-            max_age=dpop_max_age,
-            **replay,
-            nonce=dpop_nonce,
-            nonce_secret=dpop_nonce_secret,
-        )
+            settings = {"replay_storage": lent[0], "replay_fail_closed": lent[1]}
+        for name, value in (
+            ("mode", dpop),
+            ("algorithms", dpop_algorithms),
+            ("max_age", dpop_max_age),
+            ("replay_storage", dpop_replay_storage),
+            ("nonce", dpop_nonce),
+            ("nonce_secret", dpop_nonce_secret),
+            ("public_url", public_url),
+        ):
+            if value is not None:
+                settings[name] = value
+        policy = DPoPPolicy(**settings)
         if policy.mode != "disabled":
             self.dpop = DPoPGuard(policy, identity=validator.identity(), clock=validator.clock)
         #: Bearer tokens are refused outright (``dpop="required"``).
