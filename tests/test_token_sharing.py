@@ -7,6 +7,7 @@ Redis tests use a real redis-server started by the fixtures.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -342,3 +343,38 @@ async def redis_server_client_flush_sharing_script(server: RedisServer) -> None:
         await client.script_load(LIMIT_SCRIPT.text)
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_is_not_asked_again_until_its_cooldown_ends(
+    apps: Factory,
+) -> None:
+    """A Redis that accepts connections and never answers (a network partition): the first
+    request waits out the timeout, the next ones inside the cooldown do not ask it again."""
+    received: list[bytes] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            received.append(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        app = apps(
+            TokenSharing(max_networks=1, action="refuse"),
+            rate_limit_storage=f"redis://127.0.0.1:{port}",
+        )
+        assert app.sharing is not None
+        app.sharing.timeout = 0.2
+        app.sharing.outage_cooldown = 60.0
+        token = mint()
+        assert (await get(app, token, "198.51.100.7")).status_code == 200
+        asked = len(received)
+        assert asked > 0 and app.sharing.storage_errors == 1
+        for peer in ("203.0.113.7", "192.0.2.7"):
+            assert (await get(app, token, peer)).status_code == 200
+        assert len(received) == asked  # inside the cooldown: not asked again
+        assert app.sharing.storage_errors == 3
+    finally:
+        server.close()

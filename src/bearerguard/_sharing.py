@@ -198,7 +198,9 @@ class TokenSharingWatch:
             count, flagged, newly = self._observe_in_memory(_memory_key(token), network, now)
         else:
             key = _token_key(token)
-            if now < self._down_until:
+            # The outage cooldown runs on the monotonic clock it was set with, not on
+            # ``clock`` (wall time): compared with wall time it never held anyone back.
+            if time.monotonic() < self._down_until:
                 self._without_storage(token, None)
                 return
             try:
