@@ -47,13 +47,27 @@ def test_repeated_forwarding_header_lines_are_joined_in_order() -> None:
     assert PROXIES.client_address(s) == ip("198.51.100.9")
 
 
-def test_rfc7239_forwarded_is_preferred_and_parsed_with_quotes_ports_and_brackets() -> None:
+def test_rfc7239_forwarded_is_parsed_with_quotes_ports_and_brackets() -> None:
     s = scope(
         "10.0.0.5",
-        ("X-Forwarded-For", "192.0.2.200"),
         ("Forwarded", 'for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"'),
     )
     assert PROXIES.client_address(s) == ip("2001:db8:cafe::17")
+
+
+@pytest.mark.parametrize("forged", ["for=unknown", "for=192.0.2.60", 'for="_hidden"'])
+def test_a_client_forwarded_header_never_overrides_the_x_forwarded_for_the_proxy_appended(
+    forged: str,
+) -> None:
+    # nginx, ALB, Envoy, Traefik append to X-Forwarded-For and pass Forwarded through.
+    s = scope("10.0.0.5", ("Forwarded", forged), ("X-Forwarded-For", "198.51.100.9"))
+    assert PROXIES.client_address(s) == ip("198.51.100.9")
+
+
+def test_a_chain_longer_than_the_walk_never_yields_a_hop_beyond_it() -> None:
+    hops = ", ".join(["192.0.2.1"] + ["10.0.0.9"] * 40)
+    s = scope("10.0.0.5", ("X-Forwarded-For", hops))
+    assert PROXIES.client_address(s) == ip("10.0.0.9")
 
 
 def test_an_unknown_forwarded_client_is_none_not_the_proxy() -> None:

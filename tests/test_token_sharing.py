@@ -178,6 +178,19 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_network_counts(apps: 
     assert (await get(app, token, "10.0.0.2", **{"X-Forwarded-For": hop})).status_code == 401
 
 
+async def test_a_thief_behind_a_proxy_cannot_hide_behind_a_forwarded_header_it_wrote(
+    apps: Factory,
+) -> None:
+    app = apps(TokenSharing(max_networks=1, action="refuse"), trusted_proxies=["10.0.0.0/8"])
+    token = mint()
+    owner = {"X-Forwarded-For": "198.51.100.7"}
+    assert (await get(app, token, "10.0.0.2", **owner)).status_code == 200
+    # The proxy appended the thief's address to X-Forwarded-For, passed Forwarded through.
+    for forged in ("for=unknown", "for=198.51.100.7"):
+        thief = {"Forwarded": forged, "X-Forwarded-For": "203.0.113.7"}
+        assert (await get(app, token, "10.0.0.2", **thief)).status_code == 401
+
+
 async def test_ipv6_clients_are_grouped_by_their_48(apps: Factory) -> None:
     app = apps(TokenSharing(max_networks=1, action="refuse"))
     token = mint()

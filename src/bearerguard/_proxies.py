@@ -82,13 +82,15 @@ class TrustedProxies:
         chain = _forwarded_chain(scope["headers"])
         if chain is None:
             return peer  # a trusted proxy that forwarded nothing: it is the client
-        for hop in reversed(chain[-_MAX_HOPS:]):
+        walked = chain[-_MAX_HOPS:]
+        for hop in reversed(walked):
             if hop is None:
                 return None
             if not self.trusts(hop):
                 return hop
-        # Every hop is a trusted proxy: the left-most is as far as anyone can see.
-        return chain[0] if chain else peer
+        # Every hop walked is a trusted proxy: the left-most of them is as far as
+        # anyone can see (never a hop beyond the walk, which nobody vouched for).
+        return walked[0] if walked else peer
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -111,7 +113,14 @@ def parse_address(text: str) -> IPAddress | None:
 
 
 def _forwarded_chain(headers: Sequence[tuple[bytes, bytes]]) -> list[IPAddress | None] | None:
-    """The hops of ``Forwarded`` (RFC 7239) if present, else of ``X-Forwarded-For``, in order.
+    """The hops of ``X-Forwarded-For`` if present, else of ``Forwarded`` (RFC 7239), in order.
+
+    ``X-Forwarded-For`` first: it is what nginx, HAProxy, Envoy, Traefik, Caddy, cloud
+    load balancers and uvicorn's own proxy mode append to, and they pass a client's
+    ``Forwarded`` through untouched. Preferring ``Forwarded`` let any client behind
+    such a proxy choose its own address (``for=unknown`` to go uncounted, a victim's
+    address to be counted as them). A proxy that writes ``Forwarded`` must drop the
+    client's ``X-Forwarded-For``.
 
     Repeated header lines are joined in order, as HTTP says. ``None``: no such header.
     An entry that is not an address (``unknown``, an obfuscated ``_name``) is ``None``.
@@ -123,6 +132,9 @@ def _forwarded_chain(headers: Sequence[tuple[bytes, bytes]]) -> list[IPAddress |
             forwarded.append(value)
         elif name == b"x-forwarded-for":
             x_forwarded_for.append(value)
+    if x_forwarded_for:
+        parts = b",".join(x_forwarded_for).decode("latin-1").split(",")
+        return [parse_address(part) for part in parts if part.strip()]
     if forwarded:
         hops: list[IPAddress | None] = []
         for element in b",".join(forwarded).decode("latin-1").split(","):
@@ -134,7 +146,4 @@ def _forwarded_chain(headers: Sequence[tuple[bytes, bytes]]) -> list[IPAddress |
                     break
             hops.append(found)
         return hops
-    if x_forwarded_for:
-        parts = b",".join(x_forwarded_for).decode("latin-1").split(",")
-        return [parse_address(part) for part in parts if part.strip()]
     return None
