@@ -30,13 +30,14 @@ from urllib.parse import urlsplit
 import httpx
 from jwt.algorithms import get_default_algorithms
 
+from bearerguard._claims import ClaimRules
 from bearerguard._config import HMAC_ALGORITHMS, TENANT_PLACEHOLDER, Issuer
 from bearerguard._errors import AuthError, InvalidToken, Unavailable
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey
 from bearerguard._metadata import discovery_urls
 from bearerguard._trace import Trace
-from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, IssuerState, TokenValidator
+from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH, TokenValidator
 
 __all__ = ["Check", "Diagnosis", "diagnose", "thumbprint"]
 
@@ -248,7 +249,6 @@ async def diagnose(
     validator = TokenValidator(
         [issuer], client=client, max_token_length=max_token_length, cache_size=0, clock=clock
     )
-    state = validator.issuers[issuer.issuer]
     report = Diagnosis(
         token_sha256=hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:12],
         length=len(token),
@@ -259,7 +259,12 @@ async def diagnose(
         with contextlib.suppress(AuthError):  # the trace holds the refusal
             await validator.validate(token, trace=trace)
         _verdict(report, trace, required_scopes)
-        inspector = _Inspector(report, state, trace, clock(), max_token_length, required_scopes)
+        # The issuer's rules, compiled as the validator compiles them: for their words,
+        # and to collect the faults of a token whose iss the validator did not accept.
+        rules = ClaimRules(issuer)
+        inspector = _Inspector(
+            report, issuer, rules, trace, clock(), max_token_length, required_scopes
+        )
         try:
             inspector.run(token)
         except Exception as exc:  # a bug in the words must not hide the verdict
@@ -322,7 +327,8 @@ class _Inspector:
     def __init__(
         self,
         report: Diagnosis,
-        state: IssuerState,
+        config: Issuer,
+        rules: ClaimRules,
         trace: Trace,
         now: float,
         max_token_length: int,
@@ -330,9 +336,9 @@ class _Inspector:
     ) -> None:
         self.required_scopes = required_scopes
         self.report = report
-        self.state = state
+        self.config = config
         self.trace = trace
-        self.rules = state.rules
+        self.rules = rules
         self.now = now
         self.max_token_length = max_token_length
 
@@ -515,7 +521,7 @@ class _Inspector:
 
     def _alg(self, header: dict[str, Any], failure: InvalidToken | None) -> None:
         alg = header.get("alg")
-        allowed = ", ".join(self.state.config.algorithms)
+        allowed = ", ".join(self.config.algorithms)
         if failure is None:
             self.add("alg", "pass", f"{alg} is on the allowlist ({allowed})")
             return
@@ -702,7 +708,7 @@ class _Inspector:
         self.add("signature", "skip", "not checked: no key fits the token's alg")
 
     def _metadata_check(self) -> None:
-        config = self.state.config
+        config = self.config
         if config.jwks_uri is not None or not config.discovery:
             self.add("metadata", "skip", f"discovery skipped: jwks_uri {show(config.jwks_uri)}")
             return
@@ -722,14 +728,13 @@ class _Inspector:
         for key in keys:
             by_kid.setdefault(str(key.kid), set()).add(f"{key.kty} {key.alg}")
         listing = "; ".join(f"{kid}: {', '.join(sorted(v))}" for kid, v in sorted(by_kid.items()))
-        keyset = self.state.jwks.keyset
-        skipped = keyset.skipped if keyset is not None else 0
+        skipped = self.trace.skipped_keys
         unusable = f" ({skipped} unusable key(s) skipped)" if skipped else ""
         self.add("keys", "pass", f"{len(by_kid)} key(s) published{unusable}: {listing}")
 
     def _upstream_failed(self, error: Unavailable) -> None:
         """Say which fetch failed (metadata or JWKS), where, and why, in the upstream's words."""
-        config = self.state.config
+        config = self.config
         why = self.trace.upstream_error or error.description
         answer = (
             f"The middleware answers 503 with Retry-After ({error.retry_after}s) here, not "
@@ -758,7 +763,7 @@ class _Inspector:
     def _introspection(self) -> None:
         """What the introspection endpoint answered the validator (asked once), judged."""
         trace, error = self.trace, self.trace.error
-        config = self.state.config
+        config = self.config
         endpoint = trace.introspection_endpoint
         if endpoint is None:
             if isinstance(error, Unavailable):

@@ -35,8 +35,10 @@ class Trace:
     jwks_uri: str | None = None
     alg: str | None = None
     kid: str | None = None
-    #: Every key the issuer published when the token was judged.
+    #: Every key the issuer published when the token was judged, and how many of the
+    #: published keys were unusable and left out.
     published: tuple[VerificationKey, ...] = ()
+    skipped_keys: int = 0
     #: The keys that fitted the token's ``kid`` and ``alg``, tried in this order.
     candidates: tuple[VerificationKey, ...] = ()
     #: The key the signature verified with.

@@ -411,7 +411,7 @@ class TokenValidator:
         trace.jwks_uri = metadata.jwks_uri if metadata is not None else None
         keyset = state.jwks.keyset
         if keyset is not None and trace.kind == "jwt":
-            trace.published = tuple(keyset.keys)
+            trace.published, trace.skipped_keys = tuple(keyset.keys), keyset.skipped
 
     def _upstream_error(self, trace: Trace, error: Unavailable) -> str | None:
         """The failing upstream's own words for an ``Unavailable`` (no log parsing needed)."""
