@@ -239,12 +239,38 @@ async def test_proof_rsa_keys_are_bounded_in_size_and_exponent(
     for private, why in (
         (rsa.generate_private_key(public_exponent=65537, key_size=1024), "key size"),  # weak
         (with_exponent(2**32 + 1), "exponent"),  # every verification as slow as a signature
+        (with_exponent(65539), "exponent"),  # past 65537: costlier than any client needs
     ):
         key = DPoPKey("RS256", private=private)
         token = test_issuer.mint(audience=AUD, dpop_key=key)
         response = await call(app, key.headers(token, "GET", URL))
         assert_bad_proof(response)
         assert why in response.json()["error_description"]
+
+
+async def test_proof_rsa_keys_past_4096_bits_are_refused_before_any_verification(
+    build: Factory, test_issuer: TestIssuer, key: DPoPKey
+) -> None:
+    """A proof is verified before its token is judged: an 8192-bit key made every forged
+    proof cost ~0.8 ms of CPU (17x ES256), with no valid token needed."""
+    import base64
+    import secrets
+
+    def b64(number: int) -> str:
+        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    app = build()
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    for bits in (4104, 8192):
+        modulus = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+        jwk = {"kty": "RSA", "n": b64(modulus), "e": "AQAB"}
+        proof = key.proof("GET", URL, token=token, headers={"alg": "RS256", "jwk": jwk})
+        response = await call(app, {"Authorization": f"DPoP {token}", "DPoP": proof})
+        assert_bad_proof(response)
+        assert (
+            response.json()["error_description"] == "The DPoP proof's RSA key size is not accepted"
+        )
 
 
 async def test_proof_signature_must_verify_with_its_jwk(
