@@ -11,13 +11,8 @@ import pytest
 
 from bearerguard._backoff import Backoff
 from bearerguard._config import FetchPolicy
-from bearerguard._fetch import (
-    MAX_REDIRECTS,
-    UpstreamError,
-    check_url,
-    fetch_json,
-    max_age_from_headers,
-)
+from bearerguard._fetch import MAX_REDIRECTS, UpstreamError, fetch_json, max_age_from_headers
+from bearerguard._urls import check_url
 from bearerguard.testing import RecordedRequest, Response, TestIssuer
 
 POLICY = FetchPolicy(timeout=5.0)

@@ -190,14 +190,10 @@ async def test_configured_introspection_endpoint_wins_over_metadata(
     assert metadata.jwks_uri == test_issuer.jwks_uri
 
 
-async def test_configured_http_url_on_a_non_loopback_host_is_a_configuration_error(
-    http_client: httpx.AsyncClient,
-) -> None:
-    config = Issuer(
-        issuer="https://idp.example.com", audience=AUD, jwks_uri="http://idp.example.com/jwks"
-    )
-    with pytest.raises(ValueError, match="loopback"):
-        MetadataResolver(config, http_client)
+@pytest.mark.parametrize("name", ["jwks_uri", "introspection_endpoint", "metadata_url"])
+def test_configured_http_url_on_a_non_loopback_host_is_a_configuration_error(name: str) -> None:
+    with pytest.raises(ValueError, match=f"Issuer.{name}: .*loopback"):
+        Issuer(issuer="https://idp.example.com", audience=AUD, **{name: "http://idp.example/x"})
 
 
 async def test_issuer_that_discovery_cannot_use_is_unavailable_without_a_request(

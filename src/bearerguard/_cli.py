@@ -16,7 +16,7 @@ import sys
 from typing import Any, TextIO
 
 from bearerguard._config import DEFAULT_ALGORITHMS, FetchPolicy, Issuer
-from bearerguard._fetch import check_url
+from bearerguard._urls import check_url
 from bearerguard._validator import DEFAULT_MAX_TOKEN_LENGTH
 
 __all__ = ["EXIT_INVALID", "EXIT_UNAVAILABLE", "EXIT_USAGE", "EXIT_VALID", "main"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
+from bearerguard._urls import check_url
+
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "DEFAULT_ALGORITHMS",
@@ -234,6 +236,13 @@ class Issuer:
             )
         if not isinstance(self.fetch, FetchPolicy):
             raise ValueError("Issuer.fetch must be a FetchPolicy")
+        for name in ("jwks_uri", "introspection_endpoint", "metadata_url"):
+            url = getattr(self, name)
+            if url is not None:
+                try:
+                    check_url(url)  # keys and metadata must not travel in clear text
+                except ValueError as exc:
+                    raise ValueError(f"Issuer.{name}: {exc}") from None
         if TENANT_PLACEHOLDER in self.issuer or self.tenants is not None:
             self._check_template()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import ipaddress
 import ssl
 import sys
 import zlib
@@ -29,12 +28,13 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import quote_plus, urljoin, urlsplit
+from urllib.parse import quote_plus, urljoin
 
 import httpx
 
 from bearerguard._config import FetchPolicy
 from bearerguard._json import loads_bytes
+from bearerguard._urls import check_url
 
 if TYPE_CHECKING:
     import httpx2
@@ -46,9 +46,7 @@ __all__ = [
     "MAX_REDIRECTS",
     "FetchResult",
     "UpstreamError",
-    "check_url",
     "fetch_json",
-    "is_loopback_http",
     "max_age_from_headers",
     "new_client",
 ]
@@ -56,7 +54,6 @@ __all__ = [
 #: Same-origin redirects a GET may follow before the fetch fails.
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class UpstreamError(Exception):
@@ -92,54 +89,6 @@ class FetchResult:
     document: Any
     max_age: float | None
     status: int
-
-
-def check_url(url: str, *, plain_http_loopback: bool = True) -> None:
-    """Raise ``ValueError`` unless ``url`` is https, or http to a loopback host.
-
-    Keys and metadata decide what is trusted, so they must not travel in clear text
-    over a network; loopback http is allowed so tests and the demo work. With
-    ``plain_http_loopback=False`` only https passes (for URLs named by a remote
-    server's metadata, which must not send us to a local plain-http service).
-    """
-    if not isinstance(url, str) or not url:
-        raise ValueError("URL must be a non-empty string")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise ValueError("URL must not contain whitespace or control characters")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http"):
-        raise ValueError(f"URL scheme must be https, not {parts.scheme or 'missing'!r}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ValueError("URL must not carry user information")
-    host = parts.hostname
-    if not host:
-        raise ValueError("URL has no host")
-    _ = parts.port  # raises ValueError for a malformed port
-    if scheme == "http" and not _is_loopback(host):
-        raise ValueError(
-            "plain http is only allowed for loopback hosts (127.0.0.1, ::1, localhost)"
-        )
-    if scheme == "http" and not plain_http_loopback:
-        raise ValueError("URL must be https: plain http to loopback is not allowed here")
-
-
-def is_loopback_http(url: str) -> bool:
-    """True when ``url`` is plain http to a loopback host (a local test or demo issuer)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme.lower() == "http" and _is_loopback(parts.hostname or "")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

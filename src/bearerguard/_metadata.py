@@ -27,8 +27,9 @@ import httpx
 from bearerguard._backoff import Backoff
 from bearerguard._config import Issuer
 from bearerguard._errors import Unavailable
-from bearerguard._fetch import UpstreamError, check_url, fetch_json, is_loopback_http
+from bearerguard._fetch import UpstreamError, fetch_json
 from bearerguard._flight import SingleFlight
+from bearerguard._urls import check_url, is_loopback_http
 
 __all__ = ["MetadataResolver", "ServerMetadata", "discovery_urls"]
 
@@ -85,9 +86,6 @@ class MetadataResolver:
         self._client = client
         self._clock = clock
         self._policy = issuer.fetch
-        for configured in (issuer.jwks_uri, issuer.introspection_endpoint, issuer.metadata_url):
-            if configured is not None:
-                check_url(configured)
         self._static: ServerMetadata | None = None
         if issuer.jwks_uri is not None or not issuer.discovery:
             self._static = ServerMetadata(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bearerguard._fetch import check_url
+from bearerguard._urls import check_url
 
 __all__ = ["WELL_KNOWN", "ResourceMetadata"]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bearerguard._dependencies import SCHEME_NAME
-from bearerguard._fetch import check_url
 from bearerguard._middleware import BearerAuthMiddleware
+from bearerguard._urls import check_url
 
 __all__ = ["OAUTH2_SCHEME_NAME", "docs_paths", "install", "oauth2_flows"]
 
