@@ -795,3 +795,20 @@ async def test_hostile_proof_contents_are_401_never_5xx(
     for headers in weird_headers:
         response = await call(app, key.headers(token, "GET", URL, headers=headers))
         assert response.status_code == 401, (headers, response.text)
+
+
+def test_dpop_policy_repr_hides_the_nonce_secret_and_the_replay_store_password(
+    test_issuer: TestIssuer,
+) -> None:
+    app = BearerAuthMiddleware(
+        Starlette(),
+        issuer=test_issuer.issuer,
+        audience=AUD,
+        dpop_nonce=True,
+        dpop_nonce_secret=SECRET,
+        dpop_replay_storage="redis://:hunter2@127.0.0.1:6379/0",
+    )
+    assert app.dpop is not None
+    shown = repr(app.dpop.policy)
+    assert SECRET not in shown and "hunter2" not in shown
+    assert "nonce_secret='***'" in shown and "redis://:***@127.0.0.1:6379/0" in shown

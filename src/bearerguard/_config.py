@@ -100,6 +100,22 @@ class FetchPolicy:
 _SECRET_FIELDS = frozenset({"client_secret", "shared_secret"})
 
 
+def hidden_repr(config: Any, secrets: frozenset[str]) -> str:
+    """A dataclass's repr with the ``secrets`` fields shown as ``'***'`` and passwords
+    taken out of URLs: what a traceback's locals or a log line may show of a config."""
+    shown = []
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if item.name in secrets and value is not None:
+            text = "'***'"
+        elif isinstance(value, str):
+            text = repr(_without_password(value))
+        else:
+            text = repr(value)
+        shown.append(f"{item.name}={text}")
+    return f"{type(config).__name__}({', '.join(shown)})"
+
+
 def _without_password(text: str) -> str:
     """A URL with the password of its userinfo replaced (``redis://:pw@host`` included)."""
     try:
@@ -279,17 +295,7 @@ class Issuer:
     def __repr__(self) -> str:
         """The dataclass repr with the secrets hidden and passwords taken out of URLs,
         so an Issuer in a log line or a traceback gives nothing away."""
-        shown = []
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name in _SECRET_FIELDS and value is not None:
-                text = "'***'"
-            elif isinstance(value, str):
-                text = repr(_without_password(value))
-            else:
-                text = repr(value)
-            shown.append(f"{item.name}={text}")
-        return f"Issuer({', '.join(shown)})"
+        return hidden_repr(self, _SECRET_FIELDS)
 
     @property
     def audiences(self) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 from starlette.types import Scope
 
-from bearerguard._config import ASYMMETRIC_ALGORITHMS
+from bearerguard._config import ASYMMETRIC_ALGORITHMS, hidden_repr
 from bearerguard._errors import InvalidDPoPProof, Reason, Unavailable, UseDPoPNonce
 from bearerguard._jws import looks_like_jws, parse_jws
 from bearerguard._keys import (
@@ -117,6 +117,8 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?", re.ASCII)
 _WEB_SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 _ALGORITHMS = get_default_algorithms()
+#: Fields a repr shows as ``'***'``.
+_SECRET_FIELDS = frozenset({"nonce_secret"})
 
 
 def _b64(data: bytes) -> str:
@@ -158,6 +160,10 @@ class DPoPPolicy:
     nonce: bool = False
     nonce_secret: str | bytes | None = None
     nonce_lifetime: float = 300.0
+
+    def __repr__(self) -> str:
+        """Every field, but never the nonce secret or the replay store's password."""
+        return hidden_repr(self, _SECRET_FIELDS)
 
     def __post_init__(self) -> None:
         if self.mode not in ("allowed", "required", "disabled"):
