@@ -239,7 +239,7 @@ _serial = itertools.count()
     choice=st.integers(min_value=0, max_value=3),
     method=st.sampled_from(["GET", "POST", "HEAD", "OPTIONS", "PUT"]),
     path=st.sampled_from(["/", "/items", "/public/x", "/public"]) | st.text(max_size=12),
-    where=st.sampled_from(["header", "query", "form", "none", "twice", "scheme"]),
+    where=st.sampled_from(["header", "query", "form", "none", "twice", "scheme", "dpop"]),
     token=tokens(fuzz_target.ISSUER, fuzz_target.AUDIENCE, fuzz_target.NOW, fuzz_target.SECRET),
     extra=header_lists,
 )
@@ -258,6 +258,8 @@ def test_any_request_is_answered_below_500(
         headers += [b"authorization: Bearer " + raw] * (2 if where == "twice" else 1)
     elif where == "scheme":
         headers.append(b"authorization: Basic " + raw)
+    elif where == "dpop":  # RFC 9449: the token under the DPoP scheme, a JWT as its proof
+        headers += [b"authorization: DPoP " + raw, b"dpop: " + raw]
     elif where == "query":
         query = b"access_token=" + raw
     elif where == "form":
