@@ -260,3 +260,41 @@ async def test_redis_outage_through_the_middleware_fails_closed_with_503(
     assert answer.status_code == 503
     assert answer.json()["error"] == "temporarily_unavailable"
     assert int(answer.headers["retry-after"]) >= 1
+
+
+@pytest.mark.redis
+async def test_apis_sharing_one_redis_keep_separate_budgets_and_replicas_share_one(
+    server: RedisServer,
+) -> None:
+    """A user's budget at one API is never spent by their requests to another API on the
+    same Redis (the middleware's limiter is keyed by the API's identity)."""
+
+    def api(audience: str) -> FastAPI:
+        app = FastAPI()
+        issuer = Issuer(
+            issuer=ISS,
+            audience=audience,
+            algorithms=("HS256",),
+            shared_secret=SECRET,
+            discovery=False,
+        )
+        app.add_middleware(
+            BearerAuthMiddleware,
+            issuers=[issuer],
+            rate_limit="1/minute",
+            rate_limit_key="sub",
+            rate_limit_storage=server.url,
+        )
+
+        @app.get("/items")
+        async def items() -> dict[str, str]:
+            return {"ok": "items"}
+
+        return app
+
+    orders, orders_replica, billing = api(AUD), api(AUD), api("https://billing.example.com")
+    async with client(orders) as o, client(orders_replica) as r, client(billing) as b:
+        assert (await o.get("/items", headers=bearer(mint()))).status_code == 200
+        to_billing = bearer(mint(aud="https://billing.example.com"))
+        assert (await b.get("/items", headers=to_billing)).status_code == 200
+        assert (await r.get("/items", headers=bearer(mint()))).status_code == 429

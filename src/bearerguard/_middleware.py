@@ -163,7 +163,13 @@ class BearerAuthMiddleware:
 
             limiting = RateLimitSettings(**options)
             if rate_limiter is None and rate_limit is not None:
-                rate_limiter = RateLimiter(rate_limit, **options)
+                # Keyed by this API's identity, as token sharing and DPoP replays are: a
+                # user's requests to another API on the same Redis never spend this budget.
+                own: RateLimitOptions = {
+                    **options,
+                    "namespace": f"bearerguard/{validator.identity()}",
+                }
+                rate_limiter = RateLimiter(rate_limit, **own)
         #: Spends each validated token's budget; also lends its storage to per-route limits.
         self.rate_limiter = rate_limiter
         #: Proxies whose forwarding (and client-certificate) headers are believed; none by default.
