@@ -32,7 +32,7 @@ from jwt.algorithms import get_default_algorithms
 
 from bearerguard._claims import ClaimRules
 from bearerguard._config import HMAC_ALGORITHMS, TENANT_PLACEHOLDER, Issuer
-from bearerguard._errors import AuthError, InvalidToken, Unavailable
+from bearerguard._errors import AuthError, InvalidToken, Reason, Unavailable
 from bearerguard._jws import _b64decode, _json_object, looks_like_jws, parse_jws
 from bearerguard._keys import VerificationKey
 from bearerguard._metadata import discovery_urls
@@ -66,9 +66,9 @@ _THUMBPRINT_MEMBERS = {
 }
 _MAX_SHOWN = 120
 #: The reasons the header, iss and claim renderings below put in their own words.
-_HEADER: tuple[str, ...] = ("bad_alg", "crit", "bad_typ", "bad_kid", "b64")
-_ISS: tuple[str, ...] = ("bad_iss", "bad_tenant")
-_CLAIMS: tuple[str, ...] = (
+_HEADER: tuple[Reason, ...] = ("bad_alg", "crit", "bad_typ", "bad_kid", "b64")
+_ISS: tuple[Reason, ...] = ("bad_iss", "bad_tenant")
+_CLAIMS: tuple[Reason, ...] = (
     "bad_aud",
     "bad_exp",
     "expired",
@@ -88,7 +88,7 @@ class Check:
     name: str
     status: Status
     detail: str
-    reason: str | None = None
+    reason: Reason | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,7 +108,7 @@ class Diagnosis:
     shape: str
     verdict: Verdict = "invalid"
     #: The validator's reason code and client-facing description (``None`` when valid).
-    reason: str | None = None
+    reason: Reason | None = None
     description: str = ""
     header: dict[str, Any] | None = None
     claims: dict[str, Any] | None = None
@@ -342,7 +342,7 @@ class _Inspector:
         self.now = now
         self.max_token_length = max_token_length
 
-    def add(self, name: str, status: Status, detail: str, reason: str | None = None) -> None:
+    def add(self, name: str, status: Status, detail: str, reason: Reason | None = None) -> None:
         self.report.checks.append(Check(name, status, detail, reason))
 
     def run(self, token: str) -> None:
@@ -1057,9 +1057,11 @@ def _why_not_base64url(parts: list[str]) -> str:
     return "three parts, but not a well-formed JWS"
 
 
-def _by_reason(failures: list[InvalidToken], reasons: tuple[str, ...]) -> dict[str, InvalidToken]:
+def _by_reason(
+    failures: list[InvalidToken], reasons: tuple[Reason, ...]
+) -> dict[Reason, InvalidToken]:
     """The first failure of each of ``reasons``, by reason."""
-    found: dict[str, InvalidToken] = {}
+    found: dict[Reason, InvalidToken] = {}
     for failure in failures:
         if failure.reason in reasons:
             found.setdefault(failure.reason, failure)
