@@ -190,6 +190,21 @@ def test_wrong_issuer_trailing_slash_is_named(
     assert {c["name"]: c["status"] for c in checks}["signature"] == "skip"
 
 
+def test_bound_token_says_which_proof_the_api_asks_for(
+    capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer
+) -> None:
+    from bearerguard.testing import DPoPKey
+
+    key = DPoPKey()
+    result = _inspect(capsys, bearer_issuer, bearer_issuer.mint(dpop_key=key))
+    assert result.code == 0
+    assert result.status("binding") == "info"
+    assert f'a DPoP proof signed by the key "{key.thumbprint}"' in result.words
+    assert "sent as a plain Bearer token it is refused" in result.words
+    plain = _inspect(capsys, bearer_issuer, bearer_issuer.mint())
+    assert all(c["name"] != "binding" for c in plain.json["checks"])
+
+
 def test_alg_none(capsys: pytest.CaptureFixture[str], bearer_issuer: TestIssuer) -> None:
     result = _inspect(capsys, bearer_issuer, bearer_issuer.mint_alg_none())
     assert result.code == EXIT_INVALID

@@ -363,6 +363,7 @@ class _Inspector:
             self._signature(alg, header_refused=any(f.reason in _HEADER for f in failures))
         self._claims(claims, failures)
         self._scopes(claims)
+        self._binding(claims)
 
     def _failures(self, header: dict[str, Any], claims: dict[str, Any]) -> list[InvalidToken]:
         """Every header and claim rule broken: the validator's, or (when it could not pick
@@ -830,6 +831,7 @@ class _Inspector:
             self._iss(claims, failures)
         self._claims(claims, failures, introspected=True)
         self._scopes(claims)
+        self._binding(claims)
 
     # -- claims --------------------------------------------------------------------------
 
@@ -992,6 +994,29 @@ class _Inspector:
                 f"{'; '.join(wrong)}; these claims must be strings",
                 "bad_claim",
             )
+
+    def _binding(self, claims: dict[str, Any]) -> None:
+        """A token bound to a key (RFC 7800 ``cnf``) is taken only with its proof: say which."""
+        cnf = claims.get("cnf")
+        if type(cnf) is not dict or not cnf:
+            return  # absent, or malformed (the validator's bad_cnf is reported above)
+        needs = []
+        for method, value in cnf.items():
+            if method == "jkt":
+                needs.append(
+                    f"`Authorization: DPoP` with a DPoP proof signed by the key {show(value)} "
+                    "(RFC 9449)"
+                )
+            elif method == "x5t#S256":
+                needs.append(f"the client certificate of thumbprint {show(value)} (RFC 8705)")
+            else:
+                needs.append(f"a proof of {show(method)}, which bearerguard cannot check")
+        self.add(
+            "binding",
+            "info",
+            f"bound to a key (cnf): the API takes it only with {' and '.join(needs)}; "
+            "sent as a plain Bearer token it is refused (401 invalid_token)",
+        )
 
     def _scopes(self, claims: dict[str, Any]) -> None:
         names = self.rules.scope_claims
