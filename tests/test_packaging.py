@@ -125,3 +125,15 @@ def test_every_docs_page_is_in_the_site_navigation() -> None:
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
     listed = set(re.findall(r"^  - [^:]+: (\S+\.md)$", config, re.M))
     assert pages == listed
+
+
+def test_sdist_ships_what_the_docs_include(dist: Path) -> None:
+    # The site builds from the sdist too: every file a page pulls in is there.
+    names = set(_sdist_names(dist))
+    included = {
+        path
+        for page in (ROOT / "docs").rglob("*.md")
+        for path in re.findall(r'^--8<-- "([^"]+)"', page.read_text(), re.M)
+    }
+    assert included and included <= names
+    assert {"mkdocs.yml", "docs/index.md"} <= names
