@@ -336,6 +336,11 @@ class TokenValidator:
     async def validate(self, token: str, *, trace: Trace | None = None) -> AccessToken:
         """Validate one raw token; every failure is an :class:`AuthError`, never anything else.
 
+        A bound token (``AccessToken.confirmation`` not ``None``: DPoP ``cnf.jkt`` or
+        mTLS ``cnf.x5t#S256``) is returned as valid: proving possession is per request,
+        which the middleware does. Code calling this directly must refuse such a token
+        unless it checked the proof itself, or a stolen bound token is a bearer token.
+
         ``trace`` records what this run did (keys, re-checks, introspection, every
         broken rule) for an explanation; the decision is the same with or without it.
         """
