@@ -309,6 +309,7 @@ async def test_proof_htu_must_match_the_url_the_client_used(
     response = await call(build(), key.headers(token, "GET", htu))
     assert_bad_proof(response)
     assert response.json()["error_description"] == "The DPoP proof is for another URL"
+    assert "testserver" not in challenge(response)  # the URL we expected is never sent
 
 
 @pytest.mark.parametrize(
@@ -328,6 +329,36 @@ async def test_proof_htu_never_matches_a_host_header_that_is_not_a_host(
     response = await call(build(), {"Authorization": f"DPoP {token}", "DPoP": proof, "Host": host})
     assert_bad_proof(response)
     assert response.json()["error_description"] == "The DPoP proof is for another URL"
+
+
+def test_htm_and_htu_refusals_record_what_was_expected_for_explanations(key: DPoPKey) -> None:
+    import hashlib
+
+    from bearerguard._dpop import DPoPGuard, DPoPPolicy
+    from bearerguard._errors import InvalidDPoPProof
+
+    guard = DPoPGuard(DPoPPolicy(), identity="explained")
+    scope = {"method": "GET", "scheme": "http", "raw_path": b"/me", "headers": []}
+    scope["headers"] = [(b"host", b"testserver")]
+    digest = hashlib.sha256(b"t").digest()
+    for proof, claim, expected, found in (
+        (
+            key.proof("GET", "http://testserver/other", token="t"),
+            "htu",
+            URL,
+            "http://testserver/other",
+        ),
+        (key.proof("PUT", URL, token="t"), "htm", "GET", "PUT"),
+    ):
+        with pytest.raises(InvalidDPoPProof) as refused:
+            guard.check(
+                {**scope, "headers": [*scope["headers"], (b"dpop", proof.encode())]}, digest
+            )
+        assert (refused.value.claim, refused.value.expected, refused.value.found) == (
+            claim,
+            expected,
+            found,
+        )
 
 
 @pytest.mark.parametrize(

@@ -224,8 +224,16 @@ class _ProofHeader:
         self.jkt = jkt
 
 
-def _refuse(description: str, reason: Reason) -> InvalidDPoPProof:
-    return InvalidDPoPProof(description, reason=reason)
+def _refuse(
+    description: str,
+    reason: Reason,
+    *,
+    claim: str | None = None,
+    expected: Any = None,
+    found: Any = None,
+) -> InvalidDPoPProof:
+    """A DPoP refusal; ``claim``/``expected``/``found`` are for explanations, never sent."""
+    return InvalidDPoPProof(description, reason=reason, claim=claim, expected=expected, found=found)
 
 
 def _judge_header(header: dict[str, Any], algorithms: frozenset[str]) -> _ProofHeader:
@@ -549,8 +557,15 @@ class DPoPGuard:
         if type(jti) is not str or not jti or len(jti) > _MAX_JTI_LENGTH:
             raise _refuse("The DPoP proof needs a jti", "dpop_bad_jti")
         method = scope.get("method", "GET")
-        if claims.get("htm") != method:
-            raise _refuse("The DPoP proof is for another HTTP method", "dpop_bad_htm")
+        htm = claims.get("htm")
+        if htm != method:
+            raise _refuse(
+                "The DPoP proof is for another HTTP method",
+                "dpop_bad_htm",
+                claim="htm",
+                expected=method,
+                found=htm,
+            )
         self._check_htu(claims.get("htu"), scope)
         now = self.clock()
         iat = claims.get("iat")
@@ -577,8 +592,15 @@ class DPoPGuard:
             and ((normal := _normalized(expected)) is None or _normalized(given) != normal)
         ):
             # No URL of ours (a Host header that is no host) matches any htu: two
-            # unparseable URLs are not the same URL.
-            raise _refuse("The DPoP proof is for another URL", "dpop_bad_htu")
+            # unparseable URLs are not the same URL. The URL we expected is kept for
+            # explanations, never sent: behind a misconfigured proxy it is internal.
+            raise _refuse(
+                "The DPoP proof is for another URL",
+                "dpop_bad_htu",
+                claim="htu",
+                expected=expected,
+                found=given,
+            )
 
     def request_url(self, scope: Scope) -> str | None:
         """The URL the client used, without query: ``public_url`` or scheme and Host, plus path.
