@@ -50,7 +50,11 @@ def test_rate_limiter_keywords_are_exactly_the_settings_fields() -> None:
 def test_middleware_rate_limit_defaults_are_the_limiter_defaults() -> None:
     middleware = BearerAuthMiddleware(Starlette(), issuer=ISS, audience=AUD, rate_limit="5/second")
     assert middleware.rate_limiter is not None
-    assert middleware.rate_limiter.settings == RateLimitSettings()
+    settings = middleware.rate_limiter.settings
+    # The namespace is the API's own (shared storages are keyed by who asked); the rest
+    # are the limiter's defaults.
+    assert settings.namespace.startswith("bearerguard/")
+    assert dataclasses.replace(settings, namespace="bearerguard") == RateLimitSettings()
 
 
 def test_middleware_refuses_issuer_fields_next_to_issuers() -> None:

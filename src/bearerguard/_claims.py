@@ -10,7 +10,13 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from bearerguard._config import TENANT_ID, TENANT_PLACEHOLDER, ClaimPath, Issuer
+from bearerguard._config import (
+    TENANT_ID,
+    TENANT_PLACEHOLDER,
+    ClaimPath,
+    Issuer,
+    claim_path_parts,
+)
 from bearerguard._errors import InvalidToken, Reason, fail
 
 __all__ = ["ClaimRules", "read_scopes"]
@@ -61,12 +67,6 @@ def _strings(value: Any) -> TypeGuard[list[str]]:
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
-#: Claims whose value is never a JSON object (RFC 7519 §4.1, RFC 8693 §4.2, RFC 9068
-#: §2.2, and the providers' own): a path into one of them can never match anything.
-_NEVER_OBJECTS = frozenset(
-    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp", "client_id", "azp",
-     "cid", "appid", "tid", "ver", "token_use", "typ", "auth_time", "roles", "permissions"}
-)  # fmt: skip
 #: A claim that a path did not find (``None`` counts as absent, as for plain claims).
 _ABSENT: Any = object()
 #: A path whose way in crossed something that is not an object.
@@ -83,22 +83,7 @@ class _ClaimPath:
     __slots__ = ("name", "parts", "plain")
 
     def __init__(self, path: ClaimPath, setting: str) -> None:
-        if isinstance(path, str):
-            parts = tuple(path.split(".")) if "." in path else (path,)
-            name: str | None = path
-        elif isinstance(path, tuple) and path and all(isinstance(p, str) for p in path):
-            parts, name = path, None
-        else:
-            raise ValueError(f"{setting}: {path!r} is neither a claim name nor a tuple of names")
-        if not all(parts):
-            raise ValueError(
-                f"{setting}: {path!r} has an empty part; name a claim, a dotted path "
-                "such as 'realm_access.roles', or a tuple of names"
-            )
-        if len(parts) > 1 and parts[0] in _NEVER_OBJECTS and name not in _NEVER_OBJECTS:
-            raise ValueError(
-                f"{setting}: {path!r} can never match: {parts[0]!r} is never a JSON object"
-            )
+        name, parts = claim_path_parts(path, setting)
         self.name = name
         self.parts = parts if len(parts) > 1 else None
         #: The name, when the path is one top-level claim: read with one ``dict.get``.

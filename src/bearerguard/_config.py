@@ -218,6 +218,10 @@ class Issuer:
             )
         if not all(isinstance(n, str) and n for n in self.client_id_claims):
             raise ValueError("client_id_claims takes a sequence of claim names")
+        for path in self.scope_claims:
+            claim_path_parts(path, "scope_claims")
+        for name in self.expected_claims:
+            claim_path_parts(name, "expected_claims")
         algorithms = frozenset(self.algorithms)
         if "none" in algorithms or not algorithms:
             raise ValueError("the algorithm allowlist must be non-empty and never contain 'none'")
@@ -357,6 +361,39 @@ class IssuerOptions(TypedDict, total=False):
     metadata_url: str | None
     tenants: Sequence[str] | Literal["*"] | None
     fetch: FetchPolicy
+
+
+#: Claims whose value is never a JSON object (RFC 7519 §4.1, RFC 8693 §4.2, RFC 9068
+#: §2.2, and the providers' own): a path into one of them can never match anything.
+_NEVER_OBJECTS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp", "client_id", "azp",
+     "cid", "appid", "tid", "ver", "token_use", "typ", "auth_time", "roles", "permissions"}
+)  # fmt: skip
+
+
+def claim_path_parts(path: ClaimPath, setting: str) -> tuple[str | None, tuple[str, ...]]:
+    """A configured claim path, checked: its top-level name (a string path) and its parts.
+
+    Raises ``ValueError`` naming ``setting`` for a path that is no claim name, has an
+    empty part, or runs through a claim that is never an object (so never matches).
+    """
+    if isinstance(path, str):
+        parts = tuple(path.split(".")) if "." in path else (path,)
+        name: str | None = path
+    elif isinstance(path, tuple) and path and all(isinstance(p, str) for p in path):
+        parts, name = path, None
+    else:
+        raise ValueError(f"{setting}: {path!r} is neither a claim name nor a tuple of names")
+    if not all(parts):
+        raise ValueError(
+            f"{setting}: {path!r} has an empty part; name a claim, a dotted path "
+            "such as 'realm_access.roles', or a tuple of names"
+        )
+    if len(parts) > 1 and parts[0] in _NEVER_OBJECTS and name not in _NEVER_OBJECTS:
+        raise ValueError(
+            f"{setting}: {path!r} can never match: {parts[0]!r} is never a JSON object"
+        )
+    return name, parts
 
 
 def issuer_field_names() -> frozenset[str]:
