@@ -86,3 +86,23 @@ async def test_tracing_leaves_the_cache_alone(test_issuer: TestIssuer) -> None:
         assert validator.cache.misses == 1  # and nothing was stored for the token
     finally:
         await validator.aclose()
+
+
+async def test_introspect_all_traces_the_answer_about_a_jwt(test_issuer: TestIssuer) -> None:
+    from bearerguard._diagnose import diagnose
+
+    client_id, secret = test_issuer.introspection_client
+    config = Issuer(
+        test_issuer.issuer,
+        test_issuer.audience,
+        client_id=client_id,
+        client_secret=secret,
+        introspect_all=True,
+    )
+    token = test_issuer.mint()
+    test_issuer.revoke(token)
+    report = await diagnose(token, config)
+    assert (report.verdict, report.reason) == ("invalid", "inactive")
+    checks = {c.name: c.status for c in report.checks}
+    assert checks["signature"] == "pass" and checks["active"] == "fail"
+    assert test_issuer.requests[test_issuer.introspection_path] == 1

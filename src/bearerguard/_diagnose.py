@@ -364,6 +364,45 @@ class _Inspector:
         self._claims(claims, failures)
         self._scopes(claims)
         self._binding(claims)
+        if self.trace.kind == "jwt" and self.trace.introspection_endpoint is not None:
+            self._introspection_of_a_jwt()
+
+    def _introspection_of_a_jwt(self) -> None:
+        """``introspect_all``: what the endpoint said of a JWT that passed every other check."""
+        trace, config = self.trace, self.config
+        if trace.introspection is None:
+            error = trace.error
+            why = trace.upstream_error or (error.description if error is not None else "")
+            self.add(
+                "introspection",
+                "fail",
+                f"{trace.introspection_endpoint} gave no usable answer ({why}); with "
+                "introspect_all the middleware answers 503 with Retry-After",
+                error.reason if error is not None else None,
+            )
+            return
+        self.add(
+            "introspection",
+            "pass",
+            f"{trace.introspection_endpoint} answered (as client {show(config.client_id)}, "
+            f"{config.introspection_auth}): every JWT is also asked about (introspect_all)",
+        )
+        if not trace.introspection_failures:
+            self.add("active", "pass", "true: the issuer vouches for the token")
+        for failure in trace.introspection_failures:
+            if failure.reason == "inactive":
+                detail = (
+                    "the issuer says the token is not active: revoked, though its signature "
+                    "and claims are fine (RFC 7662 §2.2)"
+                )
+                self.add("active", "fail", detail, "inactive")
+            else:
+                self.add(
+                    "introspected " + (failure.claim or "claims"),
+                    "fail",
+                    _detail(failure),
+                    failure.reason,
+                )
 
     def _failures(self, header: dict[str, Any], claims: dict[str, Any]) -> list[InvalidToken]:
         """Every header and claim rule broken: the validator's, or (when it could not pick

@@ -53,6 +53,8 @@ class Trace:
     #: Every header or claim rule the token broke, in the order they are judged; the
     #: first is the one the request path refuses with.
     failures: list[InvalidToken] = field(default_factory=list)
+    #: With ``introspect_all``, the rules the introspection answer about a JWT broke.
+    introspection_failures: list[InvalidToken] = field(default_factory=list)
     #: The outcome: the token, or the refusal.
     access: AccessToken | None = None
     error: AuthError | None = None

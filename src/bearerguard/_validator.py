@@ -499,7 +499,7 @@ class TokenValidator:
             return await self._introspecting.run(
                 digest,
                 functools.partial(
-                    self._introspect_jwt, state, token, digest, access, deadline, key
+                    self._introspect_jwt, state, token, digest, access, deadline, key, trace
                 ),
             )
         self._accept(digest, access, deadline, key)
@@ -674,6 +674,7 @@ class TokenValidator:
         access: AccessToken,
         deadline: float,
         key: VerificationKey,
+        trace: Trace | None = None,
     ) -> AccessToken:
         """``introspect_all``: a JWT that verified must also be active at its issuer."""
         introspector = state.introspector
@@ -686,8 +687,13 @@ class TokenValidator:
                 "The authorization server cannot check the access token right now",
                 reason="introspection_unavailable",
             )
+        if trace is not None:
+            trace.introspection_endpoint = endpoint
         document = await introspector.ask(token, endpoint, short_hash=digest.hex()[:12])
         now = self.clock()
+        if trace is not None:
+            trace.introspection = document
+            introspector.judge(document, now, trace.introspection_failures)
         try:
             introspector.judge(document, now)
         except InvalidToken as error:
