@@ -22,7 +22,7 @@ from benchmarks.stats import summary
 #: Modules a configuration may not need; loading them on a bare import is the finding.
 OPTIONAL = ("limits", "redis", "fastapi", "hiredis", "prometheus_client", "opentelemetry")
 #: Modules every configuration needs (reported, not judged).
-CORE = ("starlette", "httpx", "jwt", "cryptography", "cachetools")
+CORE = ("starlette", "httpx", "jwt", "cryptography")
 
 _CHILD = """
 import json, sys

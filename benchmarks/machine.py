@@ -12,7 +12,7 @@ from typing import Any
 
 _PACKAGES = (
     "bearerguard", "cryptography", "PyJWT", "Authlib", "joserfc", "starlette", "fastapi",
-    "uvicorn", "uvloop", "httptools", "limits", "redis", "coredis", "httpx", "cachetools",
+    "uvicorn", "uvloop", "httptools", "limits", "redis", "coredis", "httpx",
 )  # fmt: skip
 
 
