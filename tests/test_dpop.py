@@ -583,22 +583,39 @@ async def test_replay_store_outage_fails_open_by_default_and_closed_when_rate_li
     assert response.json()["error"] == "temporarily_unavailable"
 
 
-async def test_a_full_in_process_replay_store_is_an_outage_never_a_silent_eviction(
+async def test_a_full_in_process_replay_store_refuses_never_evicts_and_never_passes(
     build: Factory, test_issuer: TestIssuer, key: DPoPKey
 ) -> None:
+    # Failing open on a full store would let any proof be replayed by whoever filled it:
+    # it is a 503 whatever rate_limit_fail_closed says, and nothing is evicted early.
     fail_open, fail_closed = build(), build(rate_limit_fail_closed=True)
     for app in (fail_open, fail_closed):
         assert app.dpop is not None and app.dpop.replay._memory is not None
         app.dpop.replay._memory.limit = 1  # a million in production; one here
     token = test_issuer.mint(audience=AUD, dpop_key=key)
-    first = key.headers(token, "GET", URL)
-    assert (await call(fail_open, first)).status_code == 200
-    assert_bad_proof(await call(fail_open, first))  # still remembered: never evicted
-    assert (await call(fail_open, key.headers(token, "GET", URL))).status_code == 200
+    for app in (fail_open, fail_closed):
+        first = key.headers(token, "GET", URL)
+        assert (await call(app, first)).status_code == 200
+        assert_bad_proof(await call(app, first))  # still remembered: never evicted
+        refused = await call(app, key.headers(token, "GET", URL))
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert fail_open.dpop is not None and fail_open.dpop.replay.errors == 1
-    assert (await call(fail_closed, first)).status_code == 200
-    refused = await call(fail_closed, key.headers(token, "GET", URL))
-    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+
+
+async def test_one_proof_key_cannot_fill_the_in_process_replay_store(
+    build: Factory, test_issuer: TestIssuer, key: DPoPKey
+) -> None:
+    app = build()
+    assert app.dpop is not None and app.dpop.replay._memory is not None
+    app.dpop.replay._memory.per_key = 2  # an eighth of the store in production
+    token = test_issuer.mint(audience=AUD, dpop_key=key)
+    for _ in range(2):
+        assert (await call(app, key.headers(token, "GET", URL))).status_code == 200
+    flooding = await call(app, key.headers(token, "GET", URL))
+    assert_bad_proof(flooding)  # that client's own proofs are refused (401), nobody else's
+    other = DPoPKey()
+    theirs = test_issuer.mint(audience=AUD, dpop_key=other)
+    assert (await call(app, other.headers(theirs, "GET", URL))).status_code == 200
 
 
 async def test_dpop_refusals_and_replay_store_outages_are_counted_in_metrics(

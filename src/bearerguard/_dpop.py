@@ -16,7 +16,8 @@ Why it is shaped this way:
 * The token itself goes through the validator and its cache like any other: a
   DPoP request costs a cache hit plus the proof.
 * The ``jti`` store follows the rate limits' storage: in process, a bounded dict
-  (a full one is an outage, never an eviction that would reopen a replay window);
+  (one proof key holds at most an eighth of it; a full one is a 503, never an
+  eviction or a pass that would reopen a replay window);
   in Redis, one atomic increment per proof through ``limits``. Keys name this API's
   identity, the proof's key and the ``jti``, so APIs sharing a Redis never see each
   other's proofs, and an outage fails open or closed as configured.
@@ -109,6 +110,9 @@ _MAX_RSA_BITS = 4096
 _MAX_RSA_EXPONENT = 65537
 #: Spent proofs an in-process replay store remembers at most (about 100 MB when full).
 _MAX_REMEMBERED = 1_000_000
+#: Live proofs one proof key may have in that store (over a 5-minute window, ~400 a
+#: second): past it that client's proofs are refused, so no single client fills the store.
+_MAX_PER_PROOF_KEY = _MAX_REMEMBERED // 8
 #: Judged proof headers kept by their encoded form; the cache starts over when full.
 _KEY_CACHE_SIZE = 1024
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
@@ -357,40 +361,58 @@ class _SeenJtis:
 
     A plain dict (a ``limits`` memory counter costs several microseconds of locks
     per proof). Entries go in roughly in expiry order, so a sweep stops at the
-    first live one; the store is bounded, and a full one is an outage (fail open
-    or closed as configured) rather than a silent eviction that would let a
-    still-valid proof be replayed.
+    first live one. Nothing is ever evicted early (that would reopen a replay
+    window), so the store is bounded twice: one proof key may hold at most
+    ``per_key`` live entries (the client flooding it is refused, nobody else), and
+    a store full all the same cannot decide, which is always a 503, never a pass.
     """
 
-    __slots__ = ("_next_sweep", "_seen", "limit")
+    __slots__ = ("_next_sweep", "_per_key", "_seen", "limit", "per_key")
 
-    def __init__(self, limit: int = _MAX_REMEMBERED) -> None:
-        self._seen: dict[bytes, float] = {}
+    def __init__(self, limit: int = _MAX_REMEMBERED, per_key: int = _MAX_PER_PROOF_KEY) -> None:
+        self._seen: dict[bytes, tuple[float, str]] = {}
+        self._per_key: dict[str, int] = {}
         self._next_sweep = 0.0
         self.limit = limit
+        self.per_key = per_key
 
-    def first_use(self, key: bytes, ttl: float, now: float) -> bool:
+    def first_use(self, key: bytes, owner: str, ttl: float, now: float) -> bool:
+        """True the first time; raises ``_ProofFlood`` or ``OverflowError`` when it cannot say."""
         seen = self._seen
-        until = seen.get(key)
-        if until is not None and until > now:
+        entry = seen.get(key)
+        if entry is not None and entry[0] > now:
             return False
         if now >= self._next_sweep or len(seen) >= self.limit:
             self._sweep(now)
-            if len(seen) >= self.limit:
-                raise OverflowError("the DPoP replay store is full")
-        seen[key] = now + ttl
+        held = self._per_key.get(owner, 0)
+        if held >= self.per_key:
+            raise _ProofFlood(owner)
+        if len(seen) >= self.limit:
+            raise OverflowError("the DPoP replay store is full")
+        seen[key] = (now + ttl, owner)
+        self._per_key[owner] = held + 1
         return True
 
     def _sweep(self, now: float) -> None:
         seen = self._seen
+        per_key = self._per_key
         expired = []
-        for key, until in seen.items():
+        for key, (until, _) in seen.items():
             if until > now:
                 break
             expired.append(key)
         for key in expired:
-            del seen[key]
+            owner = seen.pop(key)[1]
+            left = per_key[owner] - 1
+            if left:
+                per_key[owner] = left
+            else:
+                del per_key[owner]
         self._next_sweep = now + 1.0
+
+
+class _ProofFlood(Exception):
+    """One proof key spent more proofs within their window than the store keeps for it."""
 
 
 class _ReplayStore:
@@ -420,9 +442,20 @@ class _ReplayStore:
         memory = self._memory
         if memory is not None:
             try:
-                return memory.first_use(digest[:20], ttl, now)
+                return memory.first_use(digest[:20], jkt, ttl, now)
+            except _ProofFlood:
+                raise _refuse(
+                    "The DPoP proof key has spent too many proofs", "dpop_proof_flood"
+                ) from None
             except OverflowError as exc:
-                return self._undecided(exc, now)
+                # A full store is no outage to ride through: passing would let any proof be
+                # replayed. It cannot decide, so it refuses (503) whatever fail_closed says.
+                self._undecided(exc, now)
+                raise Unavailable(
+                    "The DPoP replay check is unavailable",
+                    retry_after=1,
+                    reason="dpop_replay_unavailable",
+                ) from None
         shared = self._shared
         assert shared is not None
         if shared.is_down(now):

@@ -112,6 +112,7 @@ Reason: TypeAlias = Literal[
     "dpop_stale",
     "dpop_bad_ath",
     "dpop_replayed",
+    "dpop_proof_flood",
     "use_dpop_nonce",
     "dpop_required",
     "dpop_unbound_token",
