@@ -40,7 +40,7 @@ browser-deps:
 	fi
 
 test: $(STAMP) services interop-deps browser-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
