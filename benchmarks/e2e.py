@@ -35,13 +35,16 @@ LABELS = {
     "hit_rl_redis": "middleware, cache hit + Redis rate limit (moving window)",
     "hit_sharing_memory": "middleware, cache hit + token_sharing (memory)",
     "hit_sharing_redis": "middleware, cache hit + token_sharing (Redis, one script call)",
+    "hit_rl_sharing_redis": (
+        "middleware, cache hit + Redis rate limit + token_sharing (one pipeline)"
+    ),
     "hit_mtls": "middleware, cache hit, certificate-bound token (cert in a trusted proxy's header)",
     "cold_off": "middleware, distinct RS256 tokens, cache off",
     "cold_on": "middleware, distinct RS256 tokens, cache on (every token a miss, stored)",
 }
 
 #: Rows measured in wall time: they wait on another process, which CPU time would not count.
-WALL_CLOCK = frozenset({"hit_rl_redis"})
+WALL_CLOCK = frozenset({"hit_rl_redis", "hit_sharing_redis", "hit_rl_sharing_redis"})
 
 #: A driver times its requests: (wall seconds, CPU seconds of this thread).
 Driver = Callable[[list[str]], tuple[float, float]]
@@ -172,8 +175,19 @@ def run_e2e(
         drivers["hit_sharing_redis"] = driver(
             ctx, _middleware(ctx, token_sharing=watch, rate_limit_storage=redis_url)
         )
+        # Both on one Redis: the sighting rides in the rate-limit hit's pipeline.
+        drivers["hit_rl_sharing_redis"] = driver(
+            ctx,
+            _middleware(
+                ctx,
+                token_sharing=watch,
+                rate_limit="1000000/second",
+                rate_limit_storage=redis_url,
+            ),
+        )
     else:
         notes["hit_sharing_redis"] = "not measured: no redis-server"
+        notes["hit_rl_sharing_redis"] = "not measured: no redis-server"
     # A certificate-bound token (RFC 8705) whose certificate a TLS-terminating proxy
     # forwards (RFC 9440): the cache hit plus what proving the binding costs.
     from bearerguard.testing import make_certificate
