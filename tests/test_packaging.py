@@ -137,3 +137,11 @@ def test_sdist_ships_what_the_docs_include(dist: Path) -> None:
     }
     assert included and included <= names
     assert {"mkdocs.yml", "docs/index.md"} <= names
+
+
+def test_api_reference_documents_every_public_name() -> None:
+    import bearerguard
+
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    listed = set(re.findall(r"^::: bearerguard\.(\w+)$", reference, re.M))
+    assert sorted(set(bearerguard.__all__) - listed) == []
