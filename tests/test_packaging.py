@@ -109,7 +109,16 @@ def test_make_commands_are_said_to_be_for_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     first_make = readme.index("make demo")
     assert "In a clone of the repository" in readme[:first_make]
-    assert readme.index("pip install bearerguard") < first_make
+    assert "pip install bearerguard" in readme
+
+
+def test_readme_opens_with_exactly_the_two_commands_main_job_and_test_suite() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in first_block.splitlines()]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ndemo:" in makefile and "\ntest:" in makefile
 
 
 def test_pytest_plugin_is_registered_by_entry_point(dist: Path) -> None:
