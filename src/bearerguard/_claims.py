@@ -279,6 +279,16 @@ class ClaimRules:
             and iss.endswith(template[1])
         )
 
+    def _bad_iss(self, found: Any) -> InvalidToken:
+        """The one refusal for an ``iss`` this issuer (or its template) does not name."""
+        return InvalidToken(
+            "The access token was not issued by a trusted issuer",
+            reason="bad_iss",
+            claim="iss",
+            expected=self.issuer,
+            found=found,
+        )
+
     def check_tenant(
         self, claims: Mapping[str, Any], failures: list[InvalidToken] | None = None
     ) -> None:
@@ -291,16 +301,7 @@ class ClaimRules:
             or not TENANT_ID.fullmatch(tid)
             or iss != f"{self.template[0]}{tid}{self.template[1]}"
         ):
-            fail(
-                failures,
-                InvalidToken(
-                    "The access token was not issued by a trusted issuer",
-                    reason="bad_iss",
-                    claim="iss",
-                    expected=self.issuer,
-                    found=iss,
-                ),
-            )
+            fail(failures, self._bad_iss(iss))
         elif self.tenants is not None and tid not in self.tenants:
             fail(
                 failures,
@@ -435,16 +436,7 @@ class ClaimRules:
         if self.template is not None:
             self.check_tenant(claims, failures)
         elif (not introspected or "iss" in claims) and claims.get("iss") != self.issuer:
-            fail(
-                failures,
-                InvalidToken(
-                    "The access token was not issued by a trusted issuer",
-                    reason="bad_iss",
-                    claim="iss",
-                    expected=self.issuer,
-                    found=claims.get("iss"),
-                ),
-            )
+            fail(failures, self._bad_iss(claims.get("iss")))
         aud = claims.get("aud")
         bad_aud: str | None = None
         if introspected and "aud" not in claims:
