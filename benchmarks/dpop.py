@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.e2e import _middleware, _plain_app, _scope_template
+from benchmarks.e2e import _middleware, _plain_app, _scope_template, scope_timer
 from benchmarks.inprocess import CHUNK, Context, _b64decode, raw_verifier
 from benchmarks.stats import summary
 
@@ -66,35 +66,6 @@ def _dpop_scope(token: str, proof: str) -> dict[str, Any]:
     return scope
 
 
-def _timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], tuple[float, float]]:
-    """(CPU, wall) seconds for one request per scope, in order; every answer must be a 200."""
-    request = {"type": "http.request", "body": b"", "more_body": False}
-    refused: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return request
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            refused.append(message["status"])
-
-    def run(scopes: list[dict[str, Any]]) -> tuple[float, float]:
-        async def go() -> tuple[float, float]:
-            c0, w0 = time.thread_time(), time.perf_counter()
-            for template in scopes:
-                await app({**template, "state": {}}, receive, send)
-            return time.thread_time() - c0, time.perf_counter() - w0
-
-        spent: tuple[float, float] = ctx.run(go())
-        if refused:
-            statuses = sorted(set(refused))
-            refused.clear()
-            raise RuntimeError(f"the app answered {statuses} instead of 200")
-        return spent
-
-    return run
-
-
 def run_dpop(
     ctx: Context,
     rounds: int,
@@ -116,13 +87,13 @@ def run_dpop(
     keys = {row: DPoPKey(alg) for row, alg in row_algs.items()}
     bound = {row: issuer.mint("RS256", cnf={"jkt": key.thumbprint}) for row, key in keys.items()}
     timers = {
-        "plain": _timer(ctx, _plain_app()),
-        "bearer_hit": _timer(ctx, _middleware(ctx)),
-        **{row: _timer(ctx, _middleware(ctx)) for row in ROW_ALGS},
+        "plain": scope_timer(ctx, _plain_app()),
+        "bearer_hit": scope_timer(ctx, _middleware(ctx)),
+        **{row: scope_timer(ctx, _middleware(ctx)) for row in ROW_ALGS},
     }
     if redis_url:
         redis_app = _middleware(ctx, dpop_replay_storage=redis_url)
-        timers["dpop_es256_redis"] = _timer(ctx, redis_app)
+        timers["dpop_es256_redis"] = scope_timer(ctx, redis_app)
     chunks = max(1, requests // CHUNK)
     bearer_chunk = [_scope_template(bearer_token)] * CHUNK
 
@@ -173,7 +144,7 @@ def run_dpop(
                     scopes = [_dpop_scope(bound[name], p) for p in chunk]
                 else:
                     scopes = bearer_chunk
-                c, w = timers[name](scopes)
+                w, c = timers[name](scopes)
                 spent[name] += c
                 waited[name] += w
         for name in cpu:

@@ -79,11 +79,8 @@ def _plain_app() -> Any:
     return plain_app()
 
 
-def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Driver:
-    """Time ``len(tokens)`` requests through ``app``, one after another; all must be 200.
-
-    ``headers`` go on every request after the Authorization header.
-    """
+def scope_timer(ctx: Context, app: Any) -> Callable[[list[dict[str, Any]]], tuple[float, float]]:
+    """(wall, CPU) seconds for one request per scope, in order; every answer must be a 200."""
     request = {"type": "http.request", "body": b"", "more_body": False}
     refused: list[int] = []
 
@@ -94,16 +91,7 @@ def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = N
         if message["type"] == "http.response.start" and message["status"] != 200:
             refused.append(message["status"])
 
-    templates: dict[str, dict[str, Any]] = {}
-
-    def run(tokens: list[str]) -> tuple[float, float]:
-        scopes = []
-        for token in tokens:
-            template = templates.get(token)
-            if template is None:
-                template = templates[token] = _scope_template(token, headers)
-            scopes.append(template)
-
+    def run(scopes: list[dict[str, Any]]) -> tuple[float, float]:
         async def go() -> tuple[float, float]:
             w0, c0 = time.perf_counter(), time.thread_time()
             for template in scopes:
@@ -117,6 +105,26 @@ def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = N
             refused.clear()
             raise RuntimeError(f"the app answered {statuses} instead of 200")
         return elapsed
+
+    return run
+
+
+def driver(ctx: Context, app: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Driver:
+    """Time ``len(tokens)`` requests through ``app``, one after another; all must be 200.
+
+    ``headers`` go on every request after the Authorization header.
+    """
+    timed = scope_timer(ctx, app)
+    templates: dict[str, dict[str, Any]] = {}
+
+    def run(tokens: list[str]) -> tuple[float, float]:
+        scopes = []
+        for token in tokens:
+            template = templates.get(token)
+            if template is None:
+                template = templates[token] = _scope_template(token, headers)
+            scopes.append(template)
+        return timed(scopes)
 
     return run
 
